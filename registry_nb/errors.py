@@ -1,0 +1,143 @@
+"""Typed errors raised by registry_nb.
+
+Every failure a user can meet is a :class:`RegistryError` subclass whose message
+says what went wrong and what to do about it. ``CodomyrmexError`` is the same
+class, kept for code written against the original specification.
+
+Messages never contain secrets: callers pass only what is safe to show.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "RegistryError",
+    "CodomyrmexError",
+    "InvalidReferenceError",
+    "AuthenticationError",
+    "NotFoundError",
+    "ImageNotFoundError",
+    "ManifestNotFoundError",
+    "BlobNotFoundError",
+    "DigestMismatchError",
+    "RegistryUnavailableError",
+    "RegistryHTTPError",
+    "UnsupportedMediaTypeError",
+    "InvalidManifestError",
+    "InsecureRegistryError",
+    "EngineError",
+    "BuildError",
+    "OperationCancelled",
+]
+
+
+class RegistryError(Exception):
+    """Base class of every error registry_nb raises on purpose."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{message} {hint}" if hint else message)
+
+
+#: Alias kept for code written against the original specification.
+CodomyrmexError = RegistryError
+
+
+class InvalidReferenceError(RegistryError, ValueError):
+    """An image reference (name, tag or digest) does not follow the grammar."""
+
+    def __init__(self, reference: str, part: str, reason: str) -> None:
+        self.reference = reference
+        self.part = part
+        self.reason = reason
+        super().__init__(
+            f"invalid image reference {reference!r}: {part} {reason}",
+            hint="Write references as [host[:port]/]path[:tag][@sha256:<64 hex>].",
+        )
+
+
+class AuthenticationError(RegistryError):
+    """The registry refused the credentials, or demanded some and none were given."""
+
+
+class NotFoundError(RegistryError):
+    """Something the user named does not exist (image, tag, manifest or blob)."""
+
+
+class ImageNotFoundError(NotFoundError):
+    """A repository or tag does not exist, in the registry or in the engine."""
+
+
+class ManifestNotFoundError(ImageNotFoundError):
+    """The registry has no manifest for this tag or digest."""
+
+
+class BlobNotFoundError(NotFoundError):
+    """The registry has no blob with this digest in this repository."""
+
+
+class DigestMismatchError(RegistryError):
+    """Content did not hash to the digest (or length) it was addressed by."""
+
+    def __init__(self, message: str, *, expected: str, actual: str) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"{message}: expected {expected}, got {actual}",
+            hint="The content was discarded; the registry or the network corrupted it.",
+        )
+
+
+class RegistryUnavailableError(RegistryError):
+    """The registry could not be reached (connection refused, DNS, timeout, TLS)."""
+
+
+class RegistryHTTPError(RegistryError):
+    """The registry answered with an error status.
+
+    ``status`` is the HTTP status and ``code`` the first error code of the
+    registry's JSON error body (``MANIFEST_UNKNOWN``, ``DENIED``...) when present.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        super().__init__(message, hint=hint)
+
+
+class UnsupportedMediaTypeError(RegistryError):
+    """A manifest or layer has a media type this toolkit cannot handle."""
+
+
+class InvalidManifestError(RegistryError):
+    """A manifest, index or config is not valid JSON of the expected shape or size."""
+
+
+class InsecureRegistryError(RegistryError):
+    """Plain HTTP or an unverified certificate was needed but not allowed."""
+
+
+class EngineError(RegistryError):
+    """The Docker engine refused or failed an operation."""
+
+
+class BuildError(EngineError):
+    """A docker build failed; ``step`` and ``log_tail`` tell where and why."""
+
+    def __init__(self, message: str, *, step: str | None = None, log_tail: str = "") -> None:
+        self.step = step
+        self.log_tail = log_tail
+        detail = f" at step {step!r}" if step else ""
+        tail = f"\n--- last build output ---\n{log_tail}" if log_tail else ""
+        super().__init__(f"build failed{detail}: {message}{tail}")
+
+
+class OperationCancelled(RegistryError):
+    """The user cancelled a running operation; nothing partial was kept."""
