@@ -1,0 +1,550 @@
+"""HTTP transport to one registry: auth, retries, redirects, TLS and typed errors.
+
+One :class:`Transport` per registry host owns a ``requests.Session`` (a pooled
+``HTTPAdapter``) and a :class:`~registry_nb.auth.RegistryAuth`. It is safe to call
+:meth:`Transport.request` from many threads.
+
+Retries: connection *establishment* failures (refused, DNS, connect timeout) are
+retried by urllib3's ``Retry`` for every method, since nothing was sent. Statuses
+429/502/503/504 and errors after the request was sent are retried here, only for
+GET, HEAD, PUT and DELETE with a replayable body, with exponential backoff or
+``Retry-After``, at most ``retries`` times and 30 s of waiting in total.
+
+Redirects are followed here (never by requests), and the Authorization header
+only goes to the registry's own scheme, host and port.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+from urllib3.util.retry import Retry
+
+from .auth import (
+    DOCKER_HUB,
+    RegistryAuth,
+    RegistryCredentials,
+    _is_loopback_host,
+    _normalize_host,
+    _read_bounded,
+    credentials_from_docker_config,
+)
+from .errors import (
+    AuthenticationError,
+    BlobNotFoundError,
+    ImageNotFoundError,
+    InsecureRegistryError,
+    ManifestNotFoundError,
+    RegistryError,
+    RegistryHTTPError,
+    RegistryUnavailableError,
+)
+
+try:
+    from . import __version__
+except ImportError:  # pragma: no cover - partially initialised package
+    __version__ = "0"
+
+__all__ = [
+    "Transport",
+    "RegistryWarning",
+    "USER_AGENT",
+    "raise_for_status",
+    "error_from_response",
+]
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"registry-nb/{__version__} (+python-requests)"
+#: API host of Docker Hub.
+DOCKER_HUB_API = "registry-1.docker.io"
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+MAX_RETRY_WAIT = 30.0
+MAX_REDIRECTS = 10
+MAX_ERROR_BODY = 64 * 1024
+_BACKOFF = 0.5
+_BODY_HEADERS = frozenset({"content-type", "content-length", "transfer-encoding"})
+
+
+class RegistryWarning(UserWarning):
+    """A registry sent a ``Warning`` response header (e.g. a deprecation notice)."""
+
+
+_WARNING_RE = re.compile(r'(\d{3})\s+(\S+)\s+"((?:[^"\\]|\\.)*)"')
+
+
+def _safe_url(url: str) -> str:
+    """``url`` without user info, query and fragment (they may carry secrets)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return scheme, f"{host}:{port}"
+
+
+class _Body:
+    """A request body and how to replay it."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+        self.position: int | None = None
+        if data is None or isinstance(data, (bytes, bytearray, str, Mapping)):
+            self.replayable = True
+        elif hasattr(data, "seek") and hasattr(data, "tell"):
+            try:
+                self.position = data.tell()
+                self.replayable = True
+            except (OSError, ValueError):
+                self.replayable = False
+        else:
+            self.replayable = False
+
+    def rewind(self) -> bool:
+        """Prepare to send again; False when the body cannot be replayed."""
+        if not self.replayable:
+            return False
+        if self.position is not None:
+            try:
+                self.data.seek(self.position)
+            except (OSError, ValueError):
+                return False
+        return True
+
+
+class Transport:
+    """HTTP access to one registry, with its credentials, auth flow and retries."""
+
+    def __init__(
+        self,
+        registry: str,
+        credentials: RegistryCredentials | None = None,
+        *,
+        insecure: bool = False,
+        ca_bundle: str | None = None,
+        pool_size: int = 16,
+        timeout: tuple[float, float] = (5.0, 60.0),
+        retries: int = 3,
+        use_docker_config: bool = True,
+    ) -> None:
+        raw = (registry or "").strip()
+        scheme = raw.split("://", 1)[0].lower() if "://" in raw else ""
+        if scheme not in ("", "http", "https"):
+            raise RegistryError(
+                f"registry URL {raw!r} has an unsupported scheme {scheme!r}.",
+                hint="Use host[:port], https://host[:port] or http://host[:port].",
+            )
+        self.host = _normalize_host(raw)
+        self.api_host = DOCKER_HUB_API if self.host == DOCKER_HUB else self.host
+        loopback = _is_loopback_host(self.api_host)
+        if scheme == "http" and not (loopback or insecure):
+            raise InsecureRegistryError(
+                f"refusing plain HTTP to {self.host}: it is not a loopback address.",
+                hint="Use https://, or pass insecure=True if you trust this network.",
+            )
+        if not scheme:
+            scheme = "http" if (loopback or insecure) else "https"
+        self.scheme = scheme
+        self.base_url = f"{scheme}://{self.api_host}"
+        self.insecure = insecure
+        self.ca_bundle = ca_bundle
+        if ca_bundle is not None and not os.path.exists(ca_bundle):
+            raise RegistryError(
+                f"ca_bundle {ca_bundle!r} does not exist.",
+                hint="Pass the path of a PEM file with the registry's CA certificate.",
+            )
+        # Passed on every request: a string or False wins over REQUESTS_CA_BUNDLE.
+        self.verify: bool | str = False if insecure else (ca_bundle or True)
+        self.timeout = timeout
+        self.retries = max(0, int(retries))
+        self._origin = _origin(self.base_url)
+
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        connect_retry = Retry(
+            total=self.retries, connect=self.retries, read=0, status=0, other=0,
+            redirect=False, backoff_factor=0.25, backoff_max=4.0,
+            raise_on_redirect=False, raise_on_status=False,
+        )
+        adapter = HTTPAdapter(
+            pool_connections=4, pool_maxsize=pool_size, max_retries=connect_retry
+        )
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+        source: Any = credentials
+        if credentials is None and use_docker_config:
+            host = self.host
+
+            def source() -> RegistryCredentials | None:
+                return credentials_from_docker_config(host)
+
+        self.auth = RegistryAuth(
+            self.host, source, session=self.session, verify=self.verify,
+            timeout=timeout, insecure=insecure,
+        )
+
+    def __repr__(self) -> str:
+        return f"Transport({self.base_url!r}, host={self.host!r})"
+
+    @property
+    def credentials(self) -> RegistryCredentials | None:
+        """The credentials in use (given, or read from the docker config on first use)."""
+        return self.auth.credentials
+
+    # -- lifecycle
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self.session.close()
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- requests
+
+    def url(self, path_or_url: str) -> str:
+        """An absolute URL for an API path, or a (possibly relative) Location/Link value."""
+        return urljoin(self.base_url + "/", path_or_url)
+
+    def ping(self) -> requests.Response:
+        """``GET /v2/`` with auth; raises a typed error unless the registry answers 200."""
+        response = self.request("GET", "/v2/")
+        raise_for_status(response, f"reach the registry API of {self.host}")
+        return response
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        scopes: Iterable[str] = (),
+        headers: Mapping[str, str] | None = None,
+        params: Any = None,
+        data: Any = None,
+        stream: bool = False,
+        timeout: float | tuple[float, float] | None = None,
+    ) -> requests.Response:
+        """Send a request to the registry and return the response (any status but 401).
+
+        ``url`` is an API path (``/v2/...``) or an absolute/relative URL from a
+        ``Location`` or ``Link`` header. ``scopes`` are the token scopes the request
+        needs (``repository:name:pull,push``). Raises
+        :class:`~registry_nb.errors.AuthenticationError` when credentials are missing
+        or refused, :class:`~registry_nb.errors.RegistryUnavailableError` when the
+        registry cannot be reached, :class:`~registry_nb.errors.InsecureRegistryError`
+        when TLS verification fails.
+        """
+        method = method.upper()
+        full = self.url(url)
+        scopes = tuple(scopes)
+        body = _Body(data)
+        retryable = method in IDEMPOTENT_METHODS and body.replayable
+        attempt = 0
+        waited = 0.0
+        while True:
+            if attempt and not body.rewind():
+                retryable = False
+            try:
+                response = self._send_authenticated(
+                    method, full, scopes, headers, params, body, stream, timeout
+                )
+            except requests.exceptions.SSLError as exc:
+                raise self._ssl_error(full, exc) from None
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                delay = _BACKOFF * (2**attempt) * (1 + random.random() / 4)
+                if (
+                    retryable and attempt < self.retries and not _connect_failure(exc)
+                    and waited + delay <= MAX_RETRY_WAIT
+                ):
+                    log.debug("%s %s failed (%s); retrying in %.1f s",
+                              method, _safe_url(full), type(exc).__name__, delay)
+                    time.sleep(delay)
+                    waited += delay
+                    attempt += 1
+                    continue
+                raise self._unavailable(full, exc) from exc
+            if response.status_code in RETRY_STATUSES and retryable and attempt < self.retries:
+                delay = _retry_after(response)
+                if delay is None:
+                    delay = _BACKOFF * (2**attempt) * (1 + random.random() / 4)
+                if waited + delay <= MAX_RETRY_WAIT:
+                    log.debug("%s %s answered %s; retrying in %.1f s",
+                              method, _safe_url(full), response.status_code, delay)
+                    response.close()
+                    time.sleep(delay)
+                    waited += delay
+                    attempt += 1
+                    continue
+            _emit_warnings(response)
+            return response
+
+    def _send_authenticated(
+        self,
+        method: str,
+        url: str,
+        scopes: tuple[str, ...],
+        headers: Mapping[str, str] | None,
+        params: Any,
+        body: _Body,
+        stream: bool,
+        timeout: float | tuple[float, float] | None,
+    ) -> requests.Response:
+        response = self._send(method, url, scopes, headers, params, body, stream, timeout)
+        if response.status_code != 401 or _origin(response.url) != self._origin:
+            return response
+        response.close()
+        self.auth.on_401(response, scopes)
+        if not body.rewind():
+            raise AuthenticationError(
+                f"registry {self.host} asked for authentication in the middle of a "
+                "streamed upload, which cannot be replayed.",
+                hint="Run the operation again: the credentials are now in place.",
+            )
+        response = self._send(method, url, scopes, headers, params, body, stream, timeout)
+        if response.status_code == 401 and _origin(response.url) == self._origin:
+            response.close()
+            raise self.auth.refused_error(response, scopes)
+        return response
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        scopes: tuple[str, ...],
+        headers: Mapping[str, str] | None,
+        params: Any,
+        body: _Body,
+        stream: bool,
+        timeout: float | tuple[float, float] | None,
+    ) -> requests.Response:
+        """One request, following redirects; Authorization only for the registry."""
+        hop_headers = dict(headers or {})
+        data = body.data
+        for _hop in range(MAX_REDIRECTS + 1):
+            request = requests.Request(method, url, headers=hop_headers, params=params, data=data)
+            prepared = self.session.prepare_request(request)
+            if _origin(prepared.url or url) == self._origin:
+                self.auth.apply(prepared, scopes)
+            else:
+                prepared.headers.pop("Authorization", None)
+            settings = self.session.merge_environment_settings(
+                prepared.url, {}, stream, self.verify, None
+            )
+            log.debug("%s %s", method, _safe_url(prepared.url or url))
+            response = self.session.send(
+                prepared, allow_redirects=False, timeout=timeout or self.timeout, **settings
+            )
+            log.debug("%s %s -> %s", method, _safe_url(prepared.url or url),
+                      response.status_code)
+            if not response.is_redirect:
+                return response
+            target = urljoin(response.url, response.headers["Location"])
+            if urlsplit(target).scheme not in ("http", "https"):
+                return response
+            status = response.status_code
+            response.close()
+            if status == 303 and method != "HEAD" or status in (301, 302) and method == "POST":
+                method, data = "GET", None
+                hop_headers = {
+                    k: v for k, v in hop_headers.items() if k.lower() not in _BODY_HEADERS
+                }
+            elif not body.rewind():
+                raise RegistryHTTPError(
+                    f"{_safe_url(url)} redirected a streamed upload, which cannot be replayed.",
+                    status=status,
+                )
+            url, params = target, None
+        raise RegistryHTTPError(
+            f"{_safe_url(url)}: more than {MAX_REDIRECTS} redirects.", status=None,
+            hint="The registry or a proxy in front of it is misconfigured.",
+        )
+
+    # -- errors
+
+    def _unavailable(self, url: str, exc: Exception) -> RegistryUnavailableError:
+        kind = "timed out" if isinstance(exc, requests.Timeout) else "failed"
+        return RegistryUnavailableError(
+            f"connection to {_safe_url(url)} {kind} ({_root_cause(exc)}).",
+            hint=f"Is the registry running? Check the host and port ({self.api_host}).",
+        )
+
+    def _ssl_error(self, url: str, exc: Exception) -> RegistryError:
+        cause = _root_cause(exc)
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
+            return InsecureRegistryError(
+                f"the TLS certificate of {_safe_url(url)} could not be verified ({cause}).",
+                hint="Pass ca_bundle='/path/to/ca.pem' with the registry's CA, "
+                "or insecure=True if you trust this network.",
+            )
+        return RegistryUnavailableError(
+            f"TLS handshake with {_safe_url(url)} failed ({cause}).",
+            hint="If the registry speaks plain HTTP, use http://... with insecure=True; "
+            "for a private CA pass ca_bundle=.",
+        )
+
+
+def _connect_failure(exc: Exception) -> bool:
+    """True when urllib3 already retried because the connection could not be made."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    return isinstance(reason, MaxRetryError) and isinstance(reason.reason, NewConnectionError)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """A short description of the innermost cause, without URLs."""
+    reason: Any = exc.args[0] if exc.args else exc
+    while isinstance(reason, MaxRetryError) and reason.reason is not None:
+        reason = reason.reason
+    text = str(reason)
+    text = re.sub(r"https?://\S+", "<url>", text)
+    text = re.sub(r"url: \S+", "url: <url>", text)
+    text = text.split(">: ", 1)[-1] if text.startswith("<") else text
+    return f"{type(reason).__name__}: {text}"[:300]
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _emit_warnings(response: requests.Response) -> None:
+    value = response.headers.get("Warning")
+    if not value:
+        return
+    host = urlsplit(response.url).netloc
+    for match in _WARNING_RE.finditer(value):
+        text = re.sub(r"\\(.)", r"\1", match.group(3))
+        warnings.warn(
+            RegistryWarning(f"registry {host} warns: {text}"), stacklevel=4
+        )
+
+
+# ---------------------------------------------------------------- errors
+
+
+def _registry_errors(response: requests.Response) -> list[dict[str, Any]]:
+    """The ``errors`` list of a registry's JSON error body (bounded read)."""
+    if response.request is not None and response.request.method == "HEAD":
+        return []
+    try:
+        raw = _read_bounded(response, MAX_ERROR_BODY)
+    finally:
+        response.close()
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return []
+    errors = data.get("errors") if isinstance(data, dict) else None
+    if not isinstance(errors, list):
+        return []
+    return [e for e in errors if isinstance(e, dict)]
+
+
+def error_from_response(response: requests.Response, what: str) -> RegistryError:
+    """The typed error for an error response; ``what`` says what was being done.
+
+    401/403 → AuthenticationError; 404 → Manifest/Blob/ImageNotFoundError from the
+    registry's error code (or the URL when the body has none); others →
+    RegistryHTTPError with the status, the first error code and the registry's message.
+    """
+    status = response.status_code
+    errors = _registry_errors(response)
+    code = str(errors[0].get("code")) if errors and errors[0].get("code") else None
+    messages = [
+        f"{e.get('code') or 'ERROR'}: {e.get('message') or ''}".rstrip(": ")
+        for e in errors[:3]
+    ]
+    detail = f" ({'; '.join(messages)})" if messages else ""
+    url = response.url or (response.request.url if response.request is not None else "")
+    host = urlsplit(url or "").netloc or "the registry"
+    path = urlsplit(url or "").path
+
+    if status == 401:
+        return AuthenticationError(
+            f"{host}: authentication required to {what}{detail}.",
+            hint="Pass credentials=RegistryCredentials(...) or run `docker login`.",
+        )
+    if status == 403:
+        return AuthenticationError(
+            f"{host}: not allowed to {what}{detail}.",
+            hint="The credentials lack this permission; ask the registry's admin for "
+            "access or use other credentials.",
+        )
+    if status == 404:
+        kind = code or ""
+        if not kind:
+            if "/manifests/" in path:
+                kind = "MANIFEST_UNKNOWN"
+            elif "/blobs/" in path and "/blobs/uploads" not in path:
+                kind = "BLOB_UNKNOWN"
+            elif "/tags/list" in path:
+                kind = "NAME_UNKNOWN"
+        if kind == "MANIFEST_UNKNOWN":
+            return ManifestNotFoundError(
+                f"cannot {what}: {host} has no such manifest{detail}.",
+                hint="Check the repository name and the tag or digest.",
+            )
+        if kind == "BLOB_UNKNOWN":
+            return BlobNotFoundError(
+                f"cannot {what}: {host} has no such blob{detail}.",
+                hint="The blob may have been garbage-collected or pushed to another repository.",
+            )
+        if kind == "NAME_UNKNOWN":
+            return ImageNotFoundError(
+                f"cannot {what}: {host} has no such repository{detail}.",
+                hint="Check the repository name (Docker Hub official images live under library/).",
+            )
+    hints = {
+        405: "The registry does not allow this operation (deletes are often disabled).",
+        429: "The registry is rate limiting; wait a while and try again.",
+    }
+    hint = hints.get(status)
+    if hint is None and status >= 500:
+        hint = "The registry failed internally; try again later or check its logs."
+    reason = response.reason or ""
+    return RegistryHTTPError(
+        f"cannot {what}: {host} answered {status} {reason}{detail}.".replace(" .", "."),
+        status=status,
+        code=code,
+        hint=hint,
+    )
+
+
+def raise_for_status(response: requests.Response, what: str) -> None:
+    """Raise :func:`error_from_response` for a status of 400 or more."""
+    if response.status_code >= 400:
+        raise error_from_response(response, what)
