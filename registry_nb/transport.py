@@ -449,7 +449,7 @@ def _emit_warnings(response: requests.Response) -> None:
     for match in _WARNING_RE.finditer(value):
         text = re.sub(r"\\(.)", r"\1", match.group(3))
         warnings.warn(
-            RegistryWarning(f"registry {host} warns: {text}"), stacklevel=4
+            RegistryWarning(f"registry {host} warns: {text}"), stacklevel=3
         )
 
 
