@@ -634,6 +634,11 @@ class RegistryAuth:
         creds = self.credentials
         return creds.describe_user() if creds else "anonymous access"
 
+    @property
+    def scheme(self) -> str | None:
+        """``"basic"`` or ``"bearer"`` once the registry challenged, else None."""
+        return self._mode
+
     def clear(self) -> None:
         """Forget cached tokens and the registry's auth scheme."""
         with self._lock:

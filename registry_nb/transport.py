@@ -212,6 +212,11 @@ class Transport:
         """The credentials in use (given, or read from the docker config on first use)."""
         return self.auth.credentials
 
+    @property
+    def auth_scheme(self) -> str | None:
+        """``"basic"`` or ``"bearer"`` once the registry asked for auth, else None."""
+        return self.auth.scheme
+
     # -- lifecycle
 
     def close(self) -> None:
