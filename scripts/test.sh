@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The README's test command: set up a fresh Debian machine, start the test
+# services, run the whole suite, stop the services. Run from the repository root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES="docker.io docker-registry skopeo busybox-static apache2-utils"
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=""
+  for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+  if [ -n "$missing" ]; then
+    echo "== installing apt packages:$missing"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test,lab]'
+
+export REGISTRY_NB_STATE=${REGISTRY_NB_STATE:-/tmp/registry-nb-services}
+echo "== starting test services in $REGISTRY_NB_STATE"
+.venv/bin/python scripts/services.py start
+trap '.venv/bin/python scripts/services.py stop' EXIT
+
+echo "== ruff"
+.venv/bin/ruff check registry_nb tests scripts benchmarks
+
+echo "== pytest"
+.venv/bin/python -m pytest -p no:cacheprovider "$@"
