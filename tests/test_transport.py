@@ -10,6 +10,7 @@ import datetime
 import io
 import json
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+from helpers import RegistryService, seed_image
 
 from registry_nb.auth import RegistryCredentials
 from registry_nb.errors import (
@@ -604,3 +607,295 @@ def test_https_to_plain_http_server(serve: Callable[..., Server]) -> None:
         with pytest.raises((RegistryUnavailableError, InsecureRegistryError)) as info:
             t.request("GET", "/v2/")
     assert "insecure=True" in str(info.value)
+
+
+# ======================================================= real registries
+# These use the fixtures of tests/conftest.py, which fail (never skip) when
+# the services of scripts/services.py are not running.
+
+
+@pytest.fixture
+def no_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty DOCKER_CONFIG, so the user's docker logins never leak into a test."""
+    folder = tmp_path / "empty-docker-config"
+    folder.mkdir()
+    monkeypatch.setenv("DOCKER_CONFIG", str(folder))
+    return folder
+
+
+def _creds(reg: RegistryService, user: str | None = None, password: str | None = None) -> Any:
+    user = user or reg.username or ""
+    if password is None:
+        password = reg.users.get(user) or reg.password or ""
+    return RegistryCredentials(username=user, password=password, registry_url=reg.host)
+
+
+def _pull(repo: str) -> list[str]:
+    return [f"repository:{repo}:pull"]
+
+
+def _recent_for(reg: RegistryService, repo: str) -> list[dict[str, Any]]:
+    assert reg.stats_url
+    recent = requests.get(reg.stats_url, timeout=5).json()["recent"]
+    return [r for r in recent if any(repo in s for s in r["scopes"])]
+
+
+def _direct_token(reg: RegistryService, scopes: list[str], user: str = "alice") -> str:
+    assert reg.realm
+    response = requests.get(
+        reg.realm, params=[("service", reg.service), *(("scope", s) for s in scopes)],
+        auth=(user, reg.users[user]), timeout=5,
+    )
+    response.raise_for_status()
+    return response.json()["token"]
+
+
+def test_services_http_only_for_loopback(
+    open_registry: RegistryService, token_registry: RegistryService
+) -> None:
+    for reg in (open_registry, token_registry):
+        with Transport(reg.host, use_docker_config=False) as t:
+            assert t.base_url == reg.url
+            assert t.base_url.startswith("http://")
+    with Transport("registry.example.com:5000", use_docker_config=False) as t:
+        assert t.base_url == "https://registry.example.com:5000"
+
+
+def test_open_registry_needs_no_auth(
+    open_registry: RegistryService, no_docker_config: Path
+) -> None:
+    with Transport(open_registry.host) as t:
+        assert t.ping().headers["Docker-Distribution-API-Version"] == "registry/2.0"
+        assert t.auth_scheme is None
+
+
+def test_basic_registry_good_wrong_missing(
+    basic_registry: RegistryService, unique_repo: str, no_docker_config: Path
+) -> None:
+    seed_image(basic_registry, unique_repo, "v1", files={"hello.txt": b"hi"})
+    with Transport(basic_registry.host, _creds(basic_registry)) as t:
+        r = t.request("GET", f"/v2/{unique_repo}/tags/list", scopes=_pull(unique_repo))
+        raise_for_status(r, f"list tags of {unique_repo}")
+        assert r.json()["tags"] == ["v1"]
+        assert t.auth_scheme == "basic"
+        with pytest.raises(ManifestNotFoundError):
+            raise_for_status(t.request("GET", f"/v2/{unique_repo}/manifests/nope"), "pull x")
+    with Transport(basic_registry.host, _creds(basic_registry, password="wrong")) as t:
+        with pytest.raises(AuthenticationError) as info:
+            t.request("GET", "/v2/")
+        assert f"registry {basic_registry.host} refused the credentials for user alice" in str(
+            info.value)
+        assert "docker login" in str(info.value)
+    with Transport(basic_registry.host) as t:
+        with pytest.raises(AuthenticationError, match="requires a username and password"):
+            t.request("GET", "/v2/")
+
+
+def test_basic_registry_from_docker_config_helper(
+    basic_registry: RegistryService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fixtures = Path(__file__).parent / "fixtures"
+    store = tmp_path / "store.json"
+    store.write_text(json.dumps({basic_registry.host: {
+        "Username": basic_registry.username, "Secret": basic_registry.password}}))
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"credHelpers": {basic_registry.host: "regnbtest"}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.setenv("REGNBTEST_CREDS", str(store))
+    monkeypatch.setenv("PATH", f"{fixtures}{os.pathsep}{os.environ['PATH']}")
+    with Transport(basic_registry.host) as t:
+        assert t.ping().status_code == 200
+
+
+def test_bearer_good_wrong_missing(
+    token_registry: RegistryService, unique_repo: str, no_docker_config: Path
+) -> None:
+    seed_image(token_registry, unique_repo, "v1", files={"a.txt": b"a"})
+    with Transport(token_registry.host, _creds(token_registry)) as t:
+        r = t.request("GET", f"/v2/{unique_repo}/tags/list", scopes=_pull(unique_repo))
+        raise_for_status(r, "list tags")
+        assert r.json()["tags"] == ["v1"]
+        assert t.auth_scheme == "bearer"
+        # A request without scopes still works: the challenge's scope is asked for.
+        r = t.request("HEAD", f"/v2/{unique_repo}/manifests/v1", headers={
+            "Accept": "application/vnd.oci.image.manifest.v1+json"})
+        assert r.status_code == 200
+        assert t.ping().status_code == 200
+    with Transport(token_registry.host, _creds(token_registry, password="wrong")) as t:
+        with pytest.raises(AuthenticationError) as info:
+            t.request("GET", f"/v2/{unique_repo}/tags/list", scopes=_pull(unique_repo))
+        assert "refused the credentials for user alice" in str(info.value)
+    with Transport(token_registry.host) as t:
+        with pytest.raises(AuthenticationError) as info:
+            t.request("GET", f"/v2/{unique_repo}/tags/list", scopes=_pull(unique_repo))
+        text = str(info.value)
+        assert "anonymous access is not allowed to pull repository" in text
+        assert "credentials=" in text and "docker login" in text
+
+
+def test_bearer_anonymous_pull_on_public(
+    token_registry: RegistryService, unique_repo: str, no_docker_config: Path
+) -> None:
+    repo = "public/" + unique_repo.split("/", 1)[1]
+    digest = seed_image(token_registry, repo, "v1", files={"p.txt": b"public"})
+    with Transport(token_registry.host) as t:
+        r = t.request("GET", f"/v2/{repo}/manifests/{digest}", scopes=_pull(repo),
+                      headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+        raise_for_status(r, f"pull {repo}@{digest}")
+        assert r.headers["Docker-Content-Digest"] == digest
+        with pytest.raises(AuthenticationError, match="anonymous access is not allowed to"):
+            t.request("POST", f"/v2/{repo}/blobs/uploads/",
+                      scopes=[f"repository:{repo}:pull,push"])
+
+
+def test_bearer_reader_denied_push(
+    token_registry: RegistryService, unique_repo: str, no_docker_config: Path
+) -> None:
+    seed_image(token_registry, unique_repo, "v1", files={"r.txt": b"r"})
+    reader = _creds(token_registry, "reader")
+    with Transport(token_registry.host, reader) as t:
+        r = t.request("GET", f"/v2/{unique_repo}/tags/list", scopes=_pull(unique_repo))
+        assert r.status_code == 200
+        for scopes in ([f"repository:{unique_repo}:pull,push"], []):
+            with pytest.raises(AuthenticationError) as info:
+                t.request("POST", f"/v2/{unique_repo}/blobs/uploads/", scopes=scopes)
+            text = str(info.value)
+            assert "user reader is not allowed to" in text and "push" in text
+    # alice may push: the same call starts an upload.
+    with Transport(token_registry.host, _creds(token_registry)) as t:
+        r = t.request("POST", f"/v2/{unique_repo}/blobs/uploads/",
+                      scopes=[f"repository:{unique_repo}:pull,push"])
+        assert r.status_code == 202
+        t.request("DELETE", r.headers["Location"], scopes=[f"repository:{unique_repo}:push"])
+
+
+def test_bearer_pre_obtained_token(
+    token_registry: RegistryService, unique_repo: str, no_docker_config: Path
+) -> None:
+    seed_image(token_registry, unique_repo, "v1", files={"t.txt": b"t"})
+    token = _direct_token(token_registry, _pull(unique_repo))
+    before = len(_recent_for(token_registry, unique_repo))
+    with Transport(token_registry.host, RegistryCredentials(token=token)) as t:
+        for _ in range(3):
+            r = t.request("GET", f"/v2/{unique_repo}/tags/list", scopes=_pull(unique_repo))
+            assert r.status_code == 200
+        assert len(_recent_for(token_registry, unique_repo)) == before  # sent as is
+        with pytest.raises(AuthenticationError):
+            t.request("POST", f"/v2/{unique_repo}/blobs/uploads/",
+                      scopes=[f"repository:{unique_repo}:push"])
+
+
+def test_bearer_identity_token(
+    token_registry: RegistryService, unique_repo: str, no_docker_config: Path
+) -> None:
+    assert token_registry.realm
+    answer = requests.post(token_registry.realm, data={
+        "grant_type": "password", "username": "alice", "password": token_registry.users["alice"],
+        "service": token_registry.service, "access_type": "offline", "scope": "",
+    }, timeout=5).json()
+    creds = RegistryCredentials(identity_token=answer["refresh_token"],
+                                registry_url=token_registry.host)
+    with Transport(token_registry.host, creds) as t:
+        r = t.request("GET", f"/v2/{unique_repo}/tags/list", scopes=_pull(unique_repo))
+        assert r.status_code == 404  # authorised; the repository does not exist
+        assert isinstance(error_from_response(r, "list tags"), ImageNotFoundError)
+    grants = [e["grant"] for e in _recent_for(token_registry, unique_repo)]
+    assert grants == ["refresh_token"]
+    bad = RegistryCredentials(identity_token="not-a-refresh-token")
+    with Transport(token_registry.host, bad) as t:
+        with pytest.raises(AuthenticationError, match="refused the credentials for the identity"):
+            t.request("GET", f"/v2/{unique_repo}/tags/list", scopes=_pull(unique_repo))
+
+
+def test_bearer_token_cached_and_not_stampeded(
+    token_registry: RegistryService, unique_repo: str, no_docker_config: Path
+) -> None:
+    # A repository nobody else touches: every token asked for it is ours.
+    with Transport(token_registry.host, _creds(token_registry)) as t:
+        for _ in range(10):
+            assert t.request("GET", f"/v2/{unique_repo}/tags/list",
+                             scopes=_pull(unique_repo)).status_code == 404
+    assert len(_recent_for(token_registry, unique_repo)) == 1
+    other = unique_repo + "-threads"
+    statuses: list[int] = []
+    with Transport(token_registry.host, _creds(token_registry)) as t:
+        def work() -> None:
+            statuses.append(t.request("GET", f"/v2/{other}/tags/list",
+                                      scopes=_pull(other)).status_code)
+
+        threads = [threading.Thread(target=work) for _ in range(16)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    assert statuses == [404] * 16
+    assert len(_recent_for(token_registry, other)) == 1
+
+
+def test_redirect_from_registry_to_storage_drops_authorization(
+    serve: Callable[..., Server], token_registry: RegistryService, unique_repo: str,
+    no_docker_config: Path,
+) -> None:
+    """A front for the token registry redirects blob GETs to a 'storage' host."""
+    digest = seed_image(token_registry, unique_repo, "v1", files={"s.txt": b"storage"})
+    storage = serve(lambda hit, n: (200, {}, b"from-storage"), host="127.0.0.2")
+
+    def front(hit: Hit, n: int) -> Reply:
+        upstream = requests.request(
+            hit.method, f"{token_registry.url}{hit.path}", data=hit.body or None,
+            headers={k: v for k, v in hit.headers.items() if k.lower() != "host"},
+            allow_redirects=False, timeout=10,
+        )
+        if upstream.status_code == 200 and "/blobs/" in hit.path:
+            return 307, {"Location": f"http://{storage.netloc}/blob?sig=abc"}, b""
+        keep = {k: v for k, v in upstream.headers.items()
+                if k.lower() not in ("content-length", "transfer-encoding", "connection",
+                                     "content-encoding")}
+        return upstream.status_code, keep, upstream.content
+
+    registry = serve(front)
+    with Transport(registry.netloc, _creds(token_registry)) as t:
+        manifest = t.request("GET", f"/v2/{unique_repo}/manifests/{digest}",
+                             scopes=_pull(unique_repo),
+                             headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+        layer = manifest.json()["layers"][0]["digest"]
+        r = t.request("GET", f"/v2/{unique_repo}/blobs/{layer}", scopes=_pull(unique_repo))
+    assert r.content == b"from-storage"
+    assert registry.hits[-1].headers["Authorization"].startswith("Bearer ")
+    [hit] = storage.hits
+    assert "Authorization" not in hit.headers
+
+
+def test_debug_logs_and_errors_never_contain_secrets(
+    basic_registry: RegistryService, token_registry: RegistryService, unique_repo: str,
+    caplog: pytest.LogCaptureFixture, no_docker_config: Path,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    texts: list[str] = []
+    secrets_: list[str] = []
+    for reg in (basic_registry, token_registry):
+        creds = _creds(reg)
+        secrets_ += [creds.password, creds.get_auth_header().split()[1]]
+        with Transport(reg.host, creds) as t:
+            r = t.request("GET", f"/v2/{unique_repo}/tags/list", scopes=_pull(unique_repo))
+            texts += [str(error_from_response(r, "list tags")), repr(t), repr(t.auth),
+                      repr(t.credentials), str(t.credentials)]
+            secrets_ += [tok.value for tok in t.auth._tokens.values()]
+        wrong = RegistryCredentials(username="alice", password="Wr0ng-Secret-Value")
+        secrets_ += ["Wr0ng-Secret-Value"]
+        with Transport(reg.host, wrong) as t:
+            with pytest.raises(AuthenticationError) as info:
+                t.request("GET", f"/v2/{unique_repo}/tags/list", scopes=_pull(unique_repo))
+            texts += [str(info.value), repr(info.value)]
+    token = _direct_token(token_registry, _pull(unique_repo), user="reader")
+    secrets_.append(token)
+    with Transport(token_registry.host, RegistryCredentials(token=token)) as t:
+        with pytest.raises(AuthenticationError) as info:
+            t.request("POST", f"/v2/{unique_repo}/blobs/uploads/",
+                      scopes=[f"repository:{unique_repo}:push"])
+        texts += [str(info.value), repr(t.credentials)]
+    assert len(secrets_) >= 7 and all(secrets_)
+    assert any(r.levelno == logging.DEBUG for r in caplog.records)
+    everything = caplog.text + "\n".join(texts)
+    for secret in secrets_:
+        assert secret not in everything
