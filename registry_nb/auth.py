@@ -715,6 +715,16 @@ class RegistryAuth:
             hint="registry-nb supports Basic and Bearer token auth.",
         )
 
+    @staticmethod
+    def retry_scopes(response: requests.Response, scopes: Iterable[str] = ()) -> tuple[str, ...]:
+        """``scopes`` plus those of the response's Bearer challenge, normalised."""
+        challenge = next(
+            (c for c in parse_www_authenticate(response.headers.get("WWW-Authenticate"))
+             if c.scheme == "bearer"),
+            None,
+        )
+        return normalize_scopes([*scopes, *(challenge.scopes if challenge else ())])
+
     def refused_error(
         self, response: requests.Response, scopes: Iterable[str] = ()
     ) -> AuthenticationError:
@@ -756,7 +766,9 @@ class RegistryAuth:
                 )
             if held is not None and _grants(scopes) <= held.grants:
                 raise self._not_allowed(scopes)
-        self._obtain(realm, service, scopes, stale=sent_token)
+        # A token refused for lack of scope is still good for its own scopes.
+        stale = None if challenge.error == "insufficient_scope" else sent_token
+        self._obtain(realm, service, scopes, stale=stale)
         return True
 
     def _covering_token(

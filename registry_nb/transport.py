@@ -323,6 +323,9 @@ class Transport:
             return response
         response.close()
         self.auth.on_401(response, scopes)
+        # The retry must use the token for what the registry asked, even when the
+        # caller named no scopes.
+        scopes = self.auth.retry_scopes(response, scopes)
         if not body.rewind():
             raise AuthenticationError(
                 f"registry {self.host} asked for authentication in the middle of a "

@@ -733,6 +733,24 @@ def test_bearer_good_wrong_missing(
         assert "credentials=" in text and "docker login" in text
 
 
+def test_bearer_without_scopes_uses_the_challenge_scope(
+    token_registry: RegistryService, unique_repo: str, no_docker_config: Path
+) -> None:
+    other = unique_repo + "-b"
+    with Transport(token_registry.host, _creds(token_registry)) as t:
+        # A token for one repository is cached; the next request names no scopes.
+        assert t.request("GET", f"/v2/{unique_repo}/tags/list",
+                         scopes=_pull(unique_repo)).status_code == 404
+        for _ in range(3):
+            assert t.request("GET", f"/v2/{other}/tags/list").status_code == 404
+            assert t.request("GET", f"/v2/{unique_repo}/tags/list").status_code == 404
+    # One token per repository, none fetched again while alternating.
+    for repo in (unique_repo, other):
+        asked = [e for e in _recent_for(token_registry, repo)
+                 if e["scopes"] == [f"repository:{repo}:pull"]]
+        assert len(asked) == 1
+
+
 def test_bearer_anonymous_pull_on_public(
     token_registry: RegistryService, unique_repo: str, no_docker_config: Path
 ) -> None:
