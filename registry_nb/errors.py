@@ -23,6 +23,7 @@ __all__ = [
     "RegistryHTTPError",
     "UnsupportedMediaTypeError",
     "InvalidManifestError",
+    "InvalidPlatformError",
     "InsecureRegistryError",
     "EngineError",
     "BuildError",
@@ -118,6 +119,10 @@ class UnsupportedMediaTypeError(RegistryError):
 
 class InvalidManifestError(RegistryError):
     """A manifest, index or config is not valid JSON of the expected shape or size."""
+
+
+class InvalidPlatformError(RegistryError, ValueError):
+    """A platform string is not ``os/architecture[/variant]``."""
 
 
 class InsecureRegistryError(RegistryError):

@@ -25,9 +25,9 @@ from typing import Any
 
 from .errors import (
     InvalidManifestError,
+    InvalidPlatformError,
     InvalidReferenceError,
     ManifestNotFoundError,
-    RegistryError,
     UnsupportedMediaTypeError,
 )
 from .reference import parse_digest, sha256_digest
@@ -294,7 +294,7 @@ class Platform:
         """
         parts = text.strip().lower().split("/") if isinstance(text, str) else []
         if not 2 <= len(parts) <= 3 or not all(re.fullmatch(r"[a-z0-9._-]+", p) for p in parts):
-            raise RegistryError(
+            raise InvalidPlatformError(
                 f"invalid platform {text!r}",
                 hint="Write platforms as os/arch[/variant], e.g. linux/amd64 or linux/arm64/v8.",
             )

@@ -1,0 +1,113 @@
+"""The ``registry-nb`` command: listings in the terminal and the JupyterLab launcher."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _table(frame: object, columns: list[str]) -> str:
+    import pandas as pd
+
+    assert isinstance(frame, pd.DataFrame)
+    if frame.empty:
+        return "(nothing)"
+    shown = frame[[c for c in columns if c in frame.columns]].copy()
+    for name in shown.columns:
+        if str(shown[name].dtype).startswith("datetime64"):
+            shown[name] = shown[name].dt.strftime("%Y-%m-%d %H:%M")
+    return shown.to_string(index=False, na_rep="-")
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    from .registry import ContainerRegistry
+
+    reg = ContainerRegistry(args.registry, insecure=args.insecure, ca_bundle=args.ca_bundle)
+    frame = reg.registry_images_frame(args.repository, limit=args.limit)
+    print(_table(frame, ["repository", "tag", "digest", "size_mb", "layer_count",
+                         "created", "architecture", "error"]))
+    return 0
+
+
+def _cmd_images(args: argparse.Namespace) -> int:
+    from .registry import ContainerRegistry
+
+    reg = ContainerRegistry("")
+    if not reg.is_available():
+        print("no Docker engine answers: start dockerd or set DOCKER_HOST", file=sys.stderr)
+        return 1
+    frame = reg.local_images_frame(args.repository)
+    print(_table(frame, ["repository", "tag", "image_id", "size_mb", "created"]))
+    return 0
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    notebook = Path(args.notebook)
+    root = Path(args.root).resolve()
+    command = [
+        sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={root}",
+        f"--ServerApp.ip={args.ip}", f"--ServerApp.port={args.port}", "--no-browser",
+        "--ServerApp.open_browser=False",
+    ]
+    if os.geteuid() == 0:
+        command.append("--allow-root")
+    if notebook.is_file():
+        try:
+            command.append(f"--LabApp.default_url=/lab/tree/{notebook.resolve().relative_to(root)}")
+        except ValueError:
+            pass
+    print("starting JupyterLab; its URL with the token is printed below", flush=True)
+    os.execv(sys.executable, command)
+    return 0  # pragma: no cover - execv does not return
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="registry-nb", description="Container images and OCI registries, from a notebook."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ls = sub.add_parser("ls", help="list a registry's tags as a table",
+                        description="List a registry's tags with digest, size and platform.")
+    ls.add_argument("registry", help="registry host[:port] or URL (e.g. 127.0.0.1:5000)")
+    ls.add_argument("repository", nargs="?", help="only this repository's tags")
+    ls.add_argument("--limit", type=int, default=100, help="at most this many rows (100)")
+    ls.add_argument("--insecure", action="store_true",
+                    help="allow plain HTTP or unverified TLS for a non-loopback host")
+    ls.add_argument("--ca-bundle", help="PEM file of CAs to trust for this registry")
+    ls.set_defaults(func=_cmd_ls)
+
+    images = sub.add_parser("images", help="list local images in the Docker engine",
+                            description="List the Docker engine's images, one row per tag.")
+    images.add_argument("repository", nargs="?", help="only this repository")
+    images.set_defaults(func=_cmd_images)
+
+    lab = sub.add_parser("lab", help="start JupyterLab on the tour notebook",
+                         description="Start JupyterLab on a notebook (the tour by default).")
+    lab.add_argument("--notebook", default="notebooks/01-registry-tour.ipynb")
+    lab.add_argument("--root", default=".", help="folder JupyterLab serves (.)")
+    lab.add_argument("--ip", default="127.0.0.1")
+    lab.add_argument("--port", type=int, default=8888)
+    lab.set_defaults(func=_cmd_lab)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``registry-nb`` command line."""
+    from .errors import RegistryError
+
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except RegistryError as exc:
+        print(f"registry-nb: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
