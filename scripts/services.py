@@ -494,6 +494,20 @@ class Services:
         # order matters: the token registry needs the token service's certificate
         return [self.token, self.open, self.basic, self.token_registry, self.dockerd]
 
+    def select(self, names: list[str]) -> list[Service]:
+        """The services named on the command line (all when none): docker, open, basic, token."""
+        if not names:
+            return self.all()
+        groups = {
+            "docker": [self.dockerd], "open": [self.open], "basic": [self.basic],
+            "token": [self.token, self.token_registry],
+        }
+        unknown = [n for n in names if n not in groups]
+        if unknown:
+            raise SystemExit(f"unknown service {unknown[0]!r}: choose from {', '.join(groups)}")
+        chosen = {id(svc) for n in names for svc in groups[n]}
+        return [svc for svc in self.all() if id(svc) in chosen]
+
     def prepare(self) -> None:
         self.token.prepare()
         for reg in (self.open, self.basic, self.token_registry):
@@ -571,14 +585,14 @@ def _locked(state: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def start() -> int:
+def start(names: list[str] | None = None) -> int:
     t0 = time.monotonic()
     svcs = Services.load()
     timeout = float(os.environ.get("REGISTRY_NB_START_TIMEOUT") or 60)
     with _locked(svcs.state):
         svcs.prepare()
         to_launch: list[Service] = []
-        for svc in svcs.all():
+        for svc in svcs.select(names or []):
             pid = svc.pid()
             same = svc.recorded("signature") == svc.signature()
             if pid and same and _wait_healthy(svc, None, 5):
@@ -704,9 +718,12 @@ def env() -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     commands = {"start": start, "stop": stop, "status": status, "env": env}
-    if len(argv) != 1 or argv[0] not in commands:
-        print(f"usage: {Path(__file__).name} {{{'|'.join(commands)}}}", file=sys.stderr)
+    if not argv or argv[0] not in commands or (argv[0] != "start" and len(argv) > 1):
+        print(f"usage: {Path(__file__).name} {{{'|'.join(commands)}}} "
+              "(start [docker|open|basic|token ...] starts only those)", file=sys.stderr)
         return 2
+    if argv[0] == "start":
+        return start(argv[1:])
     return commands[argv[0]]()
 
 
