@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import json
 import logging
 import os
@@ -35,10 +34,12 @@ import requests
 from .errors import (
     AuthenticationError,
     InsecureRegistryError,
+    InvalidReferenceError,
     RegistryError,
     RegistryHTTPError,
     RegistryUnavailableError,
 )
+from .reference import DOCKER_HUB, is_loopback_host, normalize_registry
 
 __all__ = [
     "DOCKER_HUB",
@@ -58,8 +59,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Canonical host of Docker Hub.
-DOCKER_HUB = "docker.io"
 #: The key docker writes Docker Hub credentials under (config.json and helpers).
 DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
 #: Scope of ``GET /v2/_catalog``.
@@ -79,32 +78,19 @@ _CLIENT_ID = "registry-nb"
 
 
 def _normalize_host(url_or_host: str) -> str:
-    """``host[:port]`` of a registry URL or host; Docker Hub aliases become ``docker.io``."""
-    text = (url_or_host or "").strip()
-    if "://" in text:
-        text = text.split("://", 1)[1]
-    text = text.split("/", 1)[0].rsplit("@", 1)[-1].lower()
-    return DOCKER_HUB if text in _HUB_ALIASES else text
+    """``host[:port]`` of a registry URL or host; Docker Hub spellings become ``docker.io``.
 
-
-def _split_port(host: str) -> str:
-    """The host part of ``host[:port]`` (IPv6 brackets removed)."""
-    if host.startswith("["):
-        return host[1:].split("]", 1)[0]
-    if host.count(":") == 1:
-        return host.split(":", 1)[0]
-    return host
-
-
-def _is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses, with or without a port."""
-    name = _split_port(_normalize_host(host)).rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
+    Uses :func:`registry_nb.reference.normalize_registry`, and for what it rejects
+    (docker config keys with odd paths or user info) a lenient scheme/path strip.
+    """
     try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+        return normalize_registry(url_or_host)
+    except InvalidReferenceError:
+        text = (url_or_host or "").strip()
+        if "://" in text:
+            text = text.split("://", 1)[1]
+        text = text.split("/", 1)[0].rsplit("@", 1)[-1].lower()
+        return DOCKER_HUB if text in _HUB_ALIASES else text
 
 
 # --------------------------------------------------------------- credentials
@@ -826,7 +812,7 @@ class RegistryAuth:
         sends_secret = creds is not None and (creds.has_basic or bool(creds.identity_token))
         if (
             parts.scheme == "http" and sends_secret and not self._insecure
-            and not _is_loopback_host(parts.netloc)
+            and not is_loopback_host(parts.netloc)
         ):
             raise InsecureRegistryError(
                 f"the token service {realm} of registry {self.host} uses plain HTTP; "

@@ -34,11 +34,8 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 from urllib3.util.retry import Retry
 
 from .auth import (
-    DOCKER_HUB,
     RegistryAuth,
     RegistryCredentials,
-    _is_loopback_host,
-    _normalize_host,
     _read_bounded,
     credentials_from_docker_config,
 )
@@ -52,6 +49,7 @@ from .errors import (
     RegistryHTTPError,
     RegistryUnavailableError,
 )
+from .reference import DOCKER_HUB, DOCKER_HUB_API, is_loopback_host, normalize_registry
 
 try:
     from . import __version__
@@ -69,8 +67,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"registry-nb/{__version__} (+python-requests)"
-#: API host of Docker Hub.
-DOCKER_HUB_API = "registry-1.docker.io"
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -154,9 +150,9 @@ class Transport:
                 f"registry URL {raw!r} has an unsupported scheme {scheme!r}.",
                 hint="Use host[:port], https://host[:port] or http://host[:port].",
             )
-        self.host = _normalize_host(raw)
+        self.host = normalize_registry(raw)
         self.api_host = DOCKER_HUB_API if self.host == DOCKER_HUB else self.host
-        loopback = _is_loopback_host(self.api_host)
+        loopback = is_loopback_host(self.api_host)
         if scheme == "http" and not (loopback or insecure):
             raise InsecureRegistryError(
                 f"refusing plain HTTP to {self.host}: it is not a loopback address.",
