@@ -7,42 +7,82 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .auth import RegistryCredentials
 
 __all__ = ["main"]
 
 
-def _table(frame: object, columns: list[str]) -> str:
-    import pandas as pd
+def _short_digest(value: object) -> object:
+    """``sha256:`` + the first 12 hex digits, as docker prints ids."""
+    if isinstance(value, str) and value.startswith("sha256:"):
+        return value[:19]
+    return value
 
-    assert isinstance(frame, pd.DataFrame)
+
+def _table(frame: pd.DataFrame, columns: list[str]) -> str:
+    """A frame's chosen columns as plain text (times to the minute, digests shortened)."""
     if frame.empty:
         return "(nothing)"
     shown = frame[[c for c in columns if c in frame.columns]].copy()
     for name in shown.columns:
         if str(shown[name].dtype).startswith("datetime64"):
             shown[name] = shown[name].dt.strftime("%Y-%m-%d %H:%M")
+        elif name in ("digest", "image_id"):
+            shown[name] = shown[name].map(_short_digest)
     return shown.to_string(index=False, na_rep="-")
+
+
+def _count(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def _credentials(args: argparse.Namespace) -> RegistryCredentials | None:
+    from .auth import RegistryCredentials
+
+    if not args.username:
+        return None
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else \
+        os.environ.get("REGISTRY_NB_PASSWORD", "")
+    return RegistryCredentials(username=args.username, password=password,
+                               registry_url=args.registry)
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
     from .registry import ContainerRegistry
 
-    reg = ContainerRegistry(args.registry, insecure=args.insecure, ca_bundle=args.ca_bundle)
-    frame = reg.registry_images_frame(args.repository, limit=args.limit)
-    print(_table(frame, ["repository", "tag", "digest", "size_mb", "layer_count",
-                         "created", "architecture", "error"]))
+    reg = ContainerRegistry(args.registry, _credentials(args), insecure=args.insecure,
+                            ca_bundle=args.ca_bundle)
+    with reg:
+        frame = reg.registry_images_frame(args.repository, limit=args.limit,
+                                          platform=args.platform)
+    columns = ["repository", "tag", "digest", "size_mb", "layer_count", "created",
+               "architecture", "os", "error"]
+    if frame["error"].isna().all():
+        columns.remove("error")
+    print(_table(frame, columns))
     return 0
 
 
 def _cmd_images(args: argparse.Namespace) -> int:
     from .registry import ContainerRegistry
 
-    reg = ContainerRegistry("")
-    if not reg.is_available():
-        print("no Docker engine answers: start dockerd or set DOCKER_HOST", file=sys.stderr)
-        return 1
-    frame = reg.local_images_frame(args.repository)
-    print(_table(frame, ["repository", "tag", "image_id", "size_mb", "created"]))
+    with ContainerRegistry("") as reg:
+        if not reg.is_available():
+            print(f"registry-nb: no Docker engine answers at {reg.engine.base_url}: "
+                  "start dockerd or set DOCKER_HOST", file=sys.stderr)
+            return 1
+        frame = reg.local_images_frame(args.repository)
+    print(_table(frame, ["repository", "tag", "image_id", "size_mb", "created",
+                         "architecture"]))
     return 0
 
 
@@ -72,11 +112,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ls = sub.add_parser("ls", help="list a registry's tags as a table",
-                        description="List a registry's tags with digest, size and platform.")
+    ls = sub.add_parser(
+        "ls", help="list a registry's tags as a table",
+        description="List a registry's tags with digest, compressed size and platform: "
+                    "one repository's, or the whole catalog's.")
     ls.add_argument("registry", help="registry host[:port] or URL (e.g. 127.0.0.1:5000)")
     ls.add_argument("repository", nargs="?", help="only this repository's tags")
-    ls.add_argument("--limit", type=int, default=100, help="at most this many rows (100)")
+    ls.add_argument("--limit", type=_count, default=100, help="at most this many rows (100)")
+    ls.add_argument("--platform", help="platform an index row describes (os/arch[/variant])")
+    ls.add_argument("--username", help="log in as this user (default: the docker config)")
+    ls.add_argument("--password-stdin", action="store_true",
+                    help="read the password from stdin (else $REGISTRY_NB_PASSWORD)")
     ls.add_argument("--insecure", action="store_true",
                     help="allow plain HTTP or unverified TLS for a non-loopback host")
     ls.add_argument("--ca-bundle", help="PEM file of CAs to trust for this registry")

@@ -78,18 +78,25 @@ def size_mb(size_bytes: int | None) -> float | None:
 
 
 def to_utc(value: Any) -> pd.Timestamp | None:
-    """A datetime, ISO-8601 text or epoch seconds as a tz-aware UTC timestamp (or None)."""
-    if value is None or value == "" or (isinstance(value, float) and pd.isna(value)):
+    """A datetime, ISO-8601 text or epoch seconds as a tz-aware UTC timestamp.
+
+    None for nulls, unparsable values and times a ``datetime64[ns]`` column cannot
+    hold (before 1677 or after 2262, such as Go's zero time ``0001-01-01`` that
+    some image builders write).
+    """
+    if value is None or isinstance(value, bool) or value == "":
         return None
-    if isinstance(value, (int, float)):
-        return pd.Timestamp(datetime.fromtimestamp(value, tz=timezone.utc))
     try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError):
+        if isinstance(value, (int, float)):
+            stamp = pd.Timestamp(datetime.fromtimestamp(value, tz=timezone.utc))
+        else:
+            stamp = pd.Timestamp(value)
+        if stamp is pd.NaT:
+            return None
+        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+        return stamp.as_unit("ns")
+    except (ValueError, TypeError, OverflowError, OSError):  # OutOfBoundsDatetime is a ValueError
         return None
-    if stamp.tzinfo is None:
-        return stamp.tz_localize("UTC")
-    return stamp.tz_convert("UTC")
 
 
 def build_frame(rows: Iterable[Mapping[str, Any]], columns: Mapping[str, str],

@@ -9,23 +9,30 @@ contract) or as pandas DataFrames (:mod:`registry_nb.frames`).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
 from .auth import RegistryCredentials
 from .distribution import RegistryClient
 from .engine import Engine
-from .errors import NotFoundError, RegistryError, RegistryHTTPError
+from .errors import (
+    AuthenticationError,
+    ImageNotFoundError,
+    NotFoundError,
+    RegistryError,
+    RegistryHTTPError,
+)
 from .frames import (
     LAYER_COLUMNS,
     LOCAL_IMAGE_COLUMNS,
@@ -35,7 +42,7 @@ from .frames import (
     to_utc,
 )
 from .manifest import ImageConfig, Index, Manifest, Platform, layer_history
-from .progress import ProgressCallback
+from .progress import ProgressCallback, ProgressEvent
 from .reference import ImageReference, is_docker_hub, normalize_registry
 
 __all__ = ["ContainerRegistry", "ContainerImage"]
@@ -44,6 +51,9 @@ log = logging.getLogger(__name__)
 
 #: Concurrent manifest/config fetches in a listing (one shared session).
 DEFAULT_WORKERS = 16
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 @dataclass
@@ -120,9 +130,13 @@ class ContainerRegistry:
 
     def close(self) -> None:
         """Release connections to the registry and the engine."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        with self._lock:
+            client, self._client = self._client, None
+            engine = self._engine
+        if client is not None:
+            client.close()
+        if engine is not None:
+            engine.close()  # reconnects on the next call
 
     def __enter__(self) -> ContainerRegistry:
         return self
@@ -149,11 +163,23 @@ class ContainerRegistry:
         return ImageReference.parse(text)
 
     def _auth_config(self) -> dict[str, str] | None:
+        """The engine's auth for this registry; None leaves it to the docker config.
+
+        Username + password (or token) are sent as such; a token alone is sent as
+        a registry (Bearer) token and an identity token as docker's refresh token.
+        """
         creds = self.credentials
-        if creds is None or not (creds.username or creds.password):
+        if creds is None:
             return None
-        return {"username": creds.username, "password": creds.password,
-                "serveraddress": self.registry_host}
+        server = {"serveraddress": self.registry_host}
+        if creds.username and (creds.password or creds.token):
+            return {"username": creds.username, "password": creds.password or creds.token or "",
+                    **server}
+        if creds.token:
+            return {"registrytoken": creds.token, **server}
+        if creds.identity_token:
+            return {"identitytoken": creds.identity_token, **server}
+        return None
 
     def is_available(self) -> bool:
         """True when a Docker engine answers (push, pull and build need one)."""
@@ -163,8 +189,9 @@ class ContainerRegistry:
         return {
             "status": "simulated",
             "image": full_name,
-            "message": f"no Docker engine answers, so the {action} did not run; "
-                       "start dockerd or set DOCKER_HOST. Registry listings work without it.",
+            "message": f"no Docker engine answers at {self.engine.base_url}, so the {action} "
+                       "did not run: start dockerd or set DOCKER_HOST. Registry listings "
+                       "work without it.",
         }
 
     # --------------------------------------------------- engine operations
@@ -174,10 +201,14 @@ class ContainerRegistry:
                    cancel: threading.Event | None = None) -> dict[str, Any]:
         """Push a local image to this registry as ``image_name:image_tag``.
 
-        ``local_image`` (any local name or id) is tagged first when given. Returns
-        ``{"status", "image", "digest", "size_bytes", "duration_seconds"}``.
+        ``local_image`` (any local name or id) is tagged first when given. With a
+        username and password the engine logs in first. Returns ``{"status",
+        "image", "digest", "size_bytes", "duration_seconds"}``: ``digest`` is the
+        pushed manifest's and ``size_bytes`` the image's compressed size, the sum
+        of the layer sizes in that manifest as read back from the registry (None,
+        with a warning logged, only if the registry API cannot be read).
         """
-        self._reference(image_name, image_tag)  # a bad name fails before any work
+        ref = self._reference(image_name, image_tag)  # a bad name fails before any work
         full = self._get_full_image_name(image_name, image_tag)
         if not self.is_available():
             return self._simulated(full, "push")
@@ -185,7 +216,7 @@ class ContainerRegistry:
         if local_image:
             self.engine.tag(local_image, self._get_full_image_name(image_name), image_tag)
         auth = self._auth_config()
-        if auth is not None:
+        if auth is not None and "username" in auth:
             self.engine.login(self.registry_host, self.credentials)
         pushed = self.engine.push(self._get_full_image_name(image_name), image_tag,
                                   auth_config=auth, progress=progress, cancel=cancel)
@@ -193,9 +224,28 @@ class ContainerRegistry:
             "status": "success",
             "image": full,
             "digest": pushed["digest"],
-            "size_bytes": int(pushed["size"]),
+            "size_bytes": self._compressed_size(ref.repository, pushed["digest"]),
             "duration_seconds": round(time.monotonic() - started, 3),
         }
+
+    def _compressed_size(self, repository: str, digest: str) -> int | None:
+        """Sum of the layer sizes of manifest ``digest`` (an index: its images' distinct layers)."""
+        try:
+            top = self.client.get_manifest(repository, digest)
+            if isinstance(top, Manifest):
+                return top.compressed_size
+            layers: dict[str, int] = {}
+            for entry in top.manifests:
+                if entry.is_attestation:
+                    continue
+                child = self.client.get_manifest(repository, entry.digest)
+                if isinstance(child, Manifest):
+                    layers.update((layer.digest, layer.size) for layer in child.layers)
+            return sum(layers.values())
+        except RegistryError as exc:
+            log.warning("pushed %s@%s but could not read its size back: %s",
+                        repository, digest, exc)
+            return None
 
     def pull_image(self, image_name: str, image_tag: str = "latest", *,
                    progress: ProgressCallback | None = None,
@@ -231,7 +281,11 @@ class ContainerRegistry:
         """Build an image from a Dockerfile (or a folder holding one) and push it.
 
         A file path means its folder is the build context and its name the
-        Dockerfile; a folder means ``Dockerfile`` inside it.
+        Dockerfile; a folder means ``Dockerfile`` inside it. Builds run without
+        network. Returns ``{"status", "image", "image_id", "build_duration_seconds",
+        "total_duration_seconds", "push_result"}``; a failed step raises
+        :class:`~registry_nb.errors.BuildError`. ``progress`` sees the build's
+        events, then the push's; only the push ends with a ``"done"`` event.
         """
         self._reference(image_name, image_tag)
         full = self._get_full_image_name(image_name, image_tag)
@@ -250,7 +304,8 @@ class ContainerRegistry:
             return self._simulated(full, "build")
         started = time.monotonic()
         image_id = self.engine.build(str(context), dockerfile, full, build_args=build_args,
-                                     no_cache=no_cache, progress=progress, cancel=cancel)
+                                     no_cache=no_cache, progress=_build_stage(progress),
+                                     cancel=cancel)
         built = time.monotonic()
         push_result = self.push_image(image_name, image_tag, progress=progress, cancel=cancel)
         return {
@@ -264,28 +319,39 @@ class ContainerRegistry:
 
     # -------------------------------------------------------- local listing
 
-    def _local_rows(self, repository: str | None) -> list[dict[str, Any]]:
+    def _local_rows(self, repository: str | None, *, platform: bool = False
+                    ) -> list[dict[str, Any]]:
+        """One row per local tag (``platform``: inspect each image for arch and os)."""
         if not self.is_available():
             return []
+        wanted = None
+        if repository:
+            wanted = {repository.strip("/"), self._get_full_image_name(repository)}
         rows = []
         for image in self.engine.list_images():
-            for repo_tag in image.get("RepoTags") or []:
-                if repo_tag == "<none>:<none>":
+            tags = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
+            tags = [t for t in tags if wanted is None or t.rpartition(":")[0] in wanted]
+            if not tags:
+                continue
+            attrs: dict[str, Any] = {}
+            if platform:
+                try:
+                    attrs = self.engine.inspect_image(image["Id"])
+                except ImageNotFoundError:  # removed while we listed
                     continue
+            size = int(image.get("Size") or 0)
+            for repo_tag in tags:
                 repo, _, tag = repo_tag.rpartition(":")
-                if repository and repo != repository and \
-                        repo != self._get_full_image_name(repository):
-                    continue
                 rows.append({
                     "repository": repo,
                     "tag": tag,
                     "image_id": image["Id"],
-                    "size_bytes": int(image.get("Size") or 0),
-                    "size_mb": size_mb(int(image.get("Size") or 0)),
+                    "size_bytes": size,
+                    "size_mb": size_mb(size),
                     "created": to_utc(image.get("Created")),
                     "labels": dict(image.get("Labels") or {}),
-                    "architecture": image.get("Architecture"),
-                    "os": image.get("Os"),
+                    "architecture": attrs.get("Architecture"),
+                    "os": attrs.get("Os"),
                 })
         rows.sort(key=lambda r: (r["repository"], r["tag"]))
         return rows
@@ -293,7 +359,8 @@ class ContainerRegistry:
     def list_images(self, repository: str | None = None) -> list[dict[str, Any]]:
         """Local images, one dict per tag: name, tag, image_id, size_mb, created, labels.
 
-        ``[]`` when no Docker engine answers.
+        ``repository`` matches a local name or this registry's full name for it;
+        ``created`` is ISO-8601 UTC text. ``[]`` when no Docker engine answers.
         """
         return [
             {"name": r["repository"], "tag": r["tag"], "image_id": r["image_id"],
@@ -303,40 +370,80 @@ class ContainerRegistry:
         ]
 
     def local_images_frame(self, repository: str | None = None) -> pd.DataFrame:
-        """Local images as a DataFrame, one row per tag (columns in the README)."""
-        return build_frame(self._local_rows(repository), LOCAL_IMAGE_COLUMNS)
+        """Local images as a DataFrame, one row per tag (columns in the README).
+
+        Empty, with its columns, when no Docker engine answers.
+        """
+        return build_frame(self._local_rows(repository, platform=True), LOCAL_IMAGE_COLUMNS)
 
     # ----------------------------------------------------- registry listing
 
     def _api_repository(self, name: str) -> str:
         return self._reference(name).repository
 
-    def _repository_tags(self, repository: str | None,
-                         limit: int | None) -> list[tuple[str, str]]:
-        """(api repository, tag) pairs: one repository's tags, or the whole catalog's."""
-        if repository:
-            repo = self._api_repository(repository)
-            return [(repo, t) for t in self.client.tags(repo, limit=limit)]
+    def _catalog(self) -> Iterator[str]:
+        """Repository names from the catalog (all pages), with errors that say what to do."""
         if self.is_docker_hub:
             raise RegistryError(
                 "Docker Hub has no catalog to list",
                 hint="Pass a repository, e.g. list_registry_images('library/busybox').",
             )
-        pairs: list[tuple[str, str]] = []
+        hint = "Pass a repository to list only its tags."
         try:
-            for repo in self.client.catalog():
-                for tag in self.client.tags(repo):
-                    pairs.append((repo, tag))
-                    if limit is not None and len(pairs) >= limit:
-                        return pairs
-        except RegistryHTTPError as exc:
-            if exc.status in (404, 405) or exc.code == "UNSUPPORTED":
-                raise RegistryError(
+            yield from self.client.catalog()
+        except AuthenticationError as exc:
+            raise AuthenticationError(
+                f"{self.registry_host} refused to list its catalog (/v2/_catalog): {exc.message}",
+                hint=f"{hint} Or use credentials allowed to list the catalog.",
+            ) from exc
+        except (RegistryHTTPError, NotFoundError) as exc:
+            status = getattr(exc, "status", None)
+            if isinstance(exc, NotFoundError) or status in (404, 405) or \
+                    getattr(exc, "code", None) == "UNSUPPORTED":
+                raise RegistryHTTPError(
                     f"{self.registry_host} does not offer a catalog (/v2/_catalog)",
-                    hint="Pass a repository to list its tags.",
+                    status=status, code=getattr(exc, "code", None), hint=hint,
                 ) from exc
             raise
-        return pairs
+
+    def _tag_pairs(self, repository: str | None, limit: int | None, *,
+                   keep_errors: bool = False) -> list[tuple[str, str | None, str | None]]:
+        """(api repository, tag, error) triples, at most ``limit``.
+
+        With ``repository``, its tags; without, each catalog repository's tags,
+        fetched concurrently a batch at a time; tags sorted per repository.
+        ``keep_errors`` turns a catalog repository whose tags cannot be listed into
+        one ``(repo, None, why)`` entry instead of raising.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0 or None, not {limit}")
+        if limit == 0:
+            return []
+        if repository:
+            repo = self._api_repository(repository)
+            return [(repo, t, None) for t in sorted(self.client.tags(repo))][:limit]
+
+        def tags_of(repo: str) -> list[str] | RegistryError:
+            try:
+                return sorted(self.client.tags(repo))
+            except NotFoundError:  # in the catalog but without tags (all deleted)
+                return []
+            except RegistryError as exc:
+                return exc
+
+        out: list[tuple[str, str | None, str | None]] = []
+        names = self._catalog()
+        while batch := list(itertools.islice(names, self.max_workers)):
+            for repo, found in zip(batch, self._map(tags_of, batch), strict=True):
+                if isinstance(found, RegistryError):
+                    if not keep_errors:
+                        raise found
+                    out.append((repo, None, f"{type(found).__name__}: {found}"))
+                else:
+                    out.extend((repo, tag, None) for tag in found)
+                if limit is not None and len(out) >= limit:
+                    return out[:limit]
+        return out
 
     def _display_name(self, repository: str) -> str:
         if self.is_docker_hub and repository.startswith("library/"):
@@ -344,16 +451,18 @@ class ContainerRegistry:
         return repository
 
     def list_registry_images(self, repository: str | None = None,
-                             limit: int = 100) -> list[dict[str, Any]]:
+                             limit: int | None = 100) -> list[dict[str, Any]]:
         """Tags in the registry: one dict per tag (name, tag, registry_url, image).
 
         With ``repository``, that repository's tags; without, every repository of
-        the catalog (all pages). At most ``limit`` rows.
+        the catalog (all pages), in catalog order, tags sorted. At most ``limit``
+        rows (None: no limit). A registry without a catalog raises an error saying
+        to pass a repository.
         """
         return [
             {"name": self._display_name(repo), "tag": tag, "registry_url": self.registry_host,
              "image": self._get_full_image_name(self._display_name(repo), tag)}
-            for repo, tag in self._repository_tags(repository, limit)
+            for repo, tag, _ in self._tag_pairs(repository, limit)
         ]
 
     def _resolve(self, repository: str, reference: str,
@@ -364,10 +473,8 @@ class ContainerRegistry:
         platforms = None
         manifest: Manifest | Index = top
         if isinstance(top, Index):
-            platforms = [str(d.platform) for d in top.manifests
-                         if d.platform is not None and str(d.platform) != "unknown/unknown"]
-            wanted = Platform.parse(platform) if isinstance(platform, str) else platform
-            chosen = top.select(wanted)
+            platforms = [str(p) for p in top.platforms]
+            chosen = top.select(platform)
             manifest = self.client.get_manifest(repository, chosen.digest)
             if isinstance(manifest, Index):
                 raise RegistryError(f"{repository}@{chosen.digest} is a nested index",
@@ -400,22 +507,29 @@ class ContainerRegistry:
             platforms=platforms,
         )
 
-    def registry_images_frame(self, repository: str | None = None, limit: int = 100, *,
-                              platform: str | None = None) -> pd.DataFrame:
+    def registry_images_frame(self, repository: str | None = None, limit: int | None = 100,
+                              *, platform: str | None = None) -> pd.DataFrame:
         """Registry tags as a DataFrame with manifest and config details (README columns).
 
-        Details are fetched concurrently; a tag whose details fail keeps its row
-        with the reason in ``error``.
+        Details are fetched concurrently over one session; a tag (or catalog
+        repository) whose details fail keeps its row with the reason in ``error``.
+        For an index the row describes ``platform`` (default: the host's, then
+        linux/amd64) and ``platforms`` lists them all.
         """
-        pairs = self._repository_tags(repository, limit)
+        if platform is not None:
+            Platform.parse(platform)  # a typo fails once, not on every index row
+        pairs = self._tag_pairs(repository, limit, keep_errors=True)
 
-        def row(pair: tuple[str, str]) -> dict[str, Any]:
-            repo, tag = pair
+        def row(item: tuple[str, str | None, str | None]) -> dict[str, Any]:
+            repo, tag, error = item
             base = {"repository": self._display_name(repo), "tag": tag,
-                    "registry_url": self.registry_host}
+                    "registry_url": self.registry_host, "error": error}
+            if tag is None:
+                return base
             try:
                 image = self._describe(repo, tag, platform)
-            except RegistryError as exc:
+            except Exception as exc:  # one bad tag never sinks the listing
+                log.debug("details of %s:%s failed", repo, tag, exc_info=True)
                 return {**base, "error": f"{type(exc).__name__}: {exc}"}
             return {**base, "digest": image.digest, "media_type": image.media_type,
                     "size_bytes": image.size_bytes, "size_mb": image.size_mb,
@@ -423,10 +537,10 @@ class ContainerRegistry:
                     "architecture": image.architecture, "os": image.os,
                     "labels": image.labels, "platforms": image.platforms}
 
-        rows = self._map(row, pairs)
-        return build_frame(rows, REGISTRY_IMAGE_COLUMNS)
+        return build_frame(self._map(row, pairs), REGISTRY_IMAGE_COLUMNS)
 
-    def _map(self, func: Callable[[Any], dict[str, Any]], items: list[Any]) -> list[dict[str, Any]]:
+    def _map(self, func: Callable[[_T], _R], items: list[_T]) -> list[_R]:
+        """``func`` over ``items`` in order, on a bounded pool when there are several."""
         if len(items) <= 1:
             return [func(i) for i in items]
         with ThreadPoolExecutor(max_workers=min(self.max_workers, len(items)),
@@ -453,3 +567,16 @@ class ContainerRegistry:
             })
         return build_frame(rows, LAYER_COLUMNS)
 
+
+
+def _build_stage(progress: ProgressCallback | None) -> ProgressCallback | None:
+    """Forward build events, the build's ``"done"`` demoted: the push that follows ends it."""
+    if progress is None:
+        return None
+
+    def forward(event: ProgressEvent) -> None:
+        if event.phase == "done":
+            event = replace(event, phase="build", status="built")
+        progress(event)
+
+    return forward
