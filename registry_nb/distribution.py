@@ -4,6 +4,11 @@
 :class:`~registry_nb.transport.Transport` (which owns the session, the auth flow
 and the retries). Every byte it hands back is verified: manifests fetched by
 digest and every blob are hashed while they stream and refused on a mismatch.
+
+Uploads survive dropped connections: a chunked upload asks the registry how much
+it holds (its ``Range``) and goes on from there; when the registry has lost or
+cancelled the upload session (distribution does when a PATCH was cut halfway),
+the upload starts again from the first byte.
 """
 
 from __future__ import annotations
@@ -12,22 +17,35 @@ import hashlib
 import io
 import logging
 import os
+import re
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import urlencode
 
 import requests
+import urllib3.exceptions
 
 from .errors import (
+    AuthenticationError,
     DigestMismatchError,
     InvalidManifestError,
     RegistryHTTPError,
     RegistryUnavailableError,
+    UnsupportedMediaTypeError,
 )
-from .manifest import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, Index, Manifest, parse_manifest
-from .reference import parse_digest, sha256_digest
+from .manifest import (
+    MANIFEST_ACCEPT,
+    MANIFEST_MEDIA_TYPES,
+    MAX_MANIFEST_BYTES,
+    SCHEMA1_MEDIA_TYPES,
+    Index,
+    Manifest,
+    parse_manifest,
+)
+from .reference import parse_digest
 from .transport import Transport, raise_for_status
 
 __all__ = ["RegistryClient", "ManifestHead", "BlobProgress"]
@@ -43,17 +61,28 @@ MONOLITHIC_LIMIT = 16 * 1024 * 1024
 UPLOAD_CHUNK = 32 * 1024 * 1024
 #: Page size ceiling: distribution answers 400 when ``n`` is over 1000.
 MAX_PAGE_SIZE = 1000
-#: Times a dropped blob download or chunked upload is resumed before giving up.
+#: Times a dropped blob download or upload is resumed (or restarted) before giving up.
 RESUME_ATTEMPTS = 3
 
 #: Receives (bytes done, bytes total or None) while a blob moves.
 BlobProgress = Callable[[int, "int | None"], None]
 
-_DROPPED = (
+#: A connection that broke while a body streamed (requests wraps some, urllib3 raises
+#: the rest when the raw stream is read directly).
+_DROPPED: tuple[type[BaseException], ...] = (
     requests.exceptions.ChunkedEncodingError,
     requests.exceptions.ConnectionError,
     requests.exceptions.Timeout,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.ReadTimeoutError,
+    ConnectionError,
+    TimeoutError,
 )
+#: Registry error codes meaning the upload session is gone and must start again.
+_UPLOAD_GONE_CODES = frozenset({"BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"})
+#: Statuses after which a chunk is re-sent from the registry's Range (after a pause).
+_PATCH_RETRY_STATUSES = frozenset({429, 502, 503, 504})
+_CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
 @dataclass(frozen=True)
@@ -65,18 +94,67 @@ class ManifestHead:
     size: int | None
 
 
+class _UploadLost(Exception):
+    """The registry no longer has the upload session (or never got its bytes)."""
+
+
 def _repo_scope(repository: str, actions: str = "pull") -> str:
     return f"repository:{repository}:{actions}"
 
 
+def _is_digest(reference: str) -> bool:
+    """True for ``algo:hex`` (validated); tags cannot contain ``:``."""
+    if ":" not in reference:
+        return False
+    parse_digest(reference)
+    return True
+
+
 def _hasher(digest: str) -> Any:
     algorithm, _ = parse_digest(digest)
+    return hashlib.new(algorithm)
+
+
+def _digest_of(data: bytes, like: str = "sha256:") -> str:
+    """``data``'s digest in the algorithm of the digest ``like``."""
+    algorithm = like.split(":", 1)[0]
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
+def _range_end(value: str) -> int | None:
+    """Bytes held according to an upload ``Range`` (``0-N`` or ``bytes=0-N``).
+
+    distribution answers ``0-0`` both for an empty upload and for one byte; it is
+    read as empty (a resume then either succeeds or meets 416 and restarts).
+    """
+    value = value.strip()
+    if value.startswith("bytes="):
+        value = value[len("bytes="):]
+    start, sep, end = value.partition("-")
+    if not sep or not start.strip().isdigit() or not end.strip().isdigit():
+        return None
+    last = int(end)
+    return 0 if last == 0 else last + 1
+
+
+def _error_codes(response: requests.Response) -> list[str]:
+    """The ``code`` of each entry in a registry's JSON error body (body read, kept)."""
+    if response.request is not None and response.request.method == "HEAD":
+        return []
     try:
-        return hashlib.new(algorithm)
-    except ValueError as exc:  # pragma: no cover - parse_digest limits algorithms
-        raise DigestMismatchError(
-            "unsupported digest algorithm", expected=digest, actual=algorithm
-        ) from exc
+        errors = response.json().get("errors", [])
+        return [str(e.get("code")) for e in errors if isinstance(e, dict)]
+    except (ValueError, AttributeError, requests.RequestException):
+        return []
+
+
+def _raw_chunks(response: requests.Response, chunk_size: int) -> Iterator[bytes]:
+    """The body exactly as sent (no Content-Encoding decoding), in chunks."""
+    raw = response.raw
+    if hasattr(raw, "stream"):
+        yield from raw.stream(chunk_size, decode_content=False)
+    else:  # pragma: no cover - a non-urllib3 adapter
+        yield from response.iter_content(chunk_size)
 
 
 class RegistryClient:
@@ -138,8 +216,11 @@ class RegistryClient:
         if page_size is not None:
             params = {"n": max(1, min(int(page_size), MAX_PAGE_SIZE))}
         url: str | None = path
+        seen: set[str] = set()
         yielded = 0
         while url is not None:
+            if limit is not None and yielded >= limit:
+                return
             response = self.transport.request("GET", url, scopes=scopes, params=params)
             raise_for_status(response, what)
             try:
@@ -162,10 +243,23 @@ class RegistryClient:
                 yield item
             # Follow the Link header verbatim: registries use opaque cursors.
             nxt = response.links.get("next", {}).get("url")
+            if nxt:
+                absolute = self.transport.url(nxt)
+                if absolute in seen:
+                    raise RegistryHTTPError(
+                        f"{what}: the registry's Link header goes round in circles",
+                        status=response.status_code,
+                        hint="The registry's pagination is broken; pass limit= or page_size=.",
+                    )
+                seen.add(absolute)
             url, params = (nxt, None) if nxt else (None, None)
 
     def catalog(self, *, page_size: int | None = None, limit: int | None = None) -> Iterator[str]:
-        """Yield repository names from ``/v2/_catalog``, following every page."""
+        """Yield repository names from ``/v2/_catalog``, following every page.
+
+        ``page_size`` is sent as ``n`` (capped at 1000) on the first request; later
+        pages follow the registry's ``Link`` header as given.
+        """
         return self._pages("/v2/_catalog", "repositories", ["registry:catalog:*"], page_size,
                            limit, "list the registry's catalog")
 
@@ -181,34 +275,38 @@ class RegistryClient:
                      accept: str = MANIFEST_ACCEPT) -> Manifest | Index:
         """Fetch and parse a manifest or index by tag or digest.
 
-        A digest reference is verified against the bytes received; a tag's digest is
-        computed from them (``.digest`` of the result).
+        A digest reference is verified against the bytes received, and so is the
+        registry's ``Docker-Content-Digest``; a tag's digest is computed from the
+        bytes (``.digest`` of the result). Bodies over 4 MiB are refused.
         """
-        what = f"get the manifest {repository}:{reference}" if ":" not in reference else \
-            f"get the manifest {repository}@{reference}"
+        by_digest = _is_digest(reference)
+        what = (f"get the manifest {repository}@{reference}" if by_digest
+                else f"get the manifest {repository}:{reference}")
         response = self.transport.request(
             "GET", f"/v2/{repository}/manifests/{reference}", scopes=[_repo_scope(repository)],
             headers={"Accept": accept}, stream=True,
         )
         try:
             raise_for_status(response, what)
-            declared = response.headers.get("Content-Length")
-            if declared and declared.isdigit() and int(declared) > MAX_MANIFEST_BYTES:
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > MAX_MANIFEST_BYTES:
                 raise InvalidManifestError(
                     f"{what}: the manifest is {int(declared)} bytes, over the "
-                    f"{MAX_MANIFEST_BYTES}-byte limit"
+                    f"{MAX_MANIFEST_BYTES}-byte limit",
+                    hint="Registries and docker refuse manifests this large; this is not an image.",
                 )
             raw = self._read_bounded(response, MAX_MANIFEST_BYTES, what)
         finally:
             response.close()
-        if reference.startswith(("sha256:", "sha512:")) or "@" in reference:
+        if by_digest:
             self._verify_bytes(raw, reference, what)
         header_digest = response.headers.get("Docker-Content-Digest")
-        if header_digest and header_digest.startswith("sha256:"):
-            if header_digest != sha256_digest(raw):
+        if header_digest and header_digest.startswith(("sha256:", "sha512:")):
+            actual = _digest_of(raw, header_digest)
+            if header_digest != actual:
                 raise DigestMismatchError(
                     f"{what}: the registry's Docker-Content-Digest does not match the body",
-                    expected=header_digest, actual=sha256_digest(raw),
+                    expected=header_digest, actual=actual,
                 )
         return parse_manifest(raw, response.headers.get("Content-Type"))
 
@@ -216,10 +314,13 @@ class RegistryClient:
     def _read_bounded(response: requests.Response, limit: int, what: str) -> bytes:
         buf = bytearray()
         try:
-            for chunk in response.iter_content(64 * 1024):
+            for chunk in _raw_chunks(response, 64 * 1024):
                 buf += chunk
                 if len(buf) > limit:
-                    raise InvalidManifestError(f"{what}: the body is over the {limit}-byte limit")
+                    raise InvalidManifestError(
+                        f"{what}: the body is over the {limit}-byte limit",
+                        hint="Registries and docker refuse manifests this large.",
+                    )
         except _DROPPED as exc:
             raise RegistryUnavailableError(f"{what}: the connection dropped mid-body ({exc})",
                                            hint="Try again; check the registry.") from exc
@@ -227,48 +328,79 @@ class RegistryClient:
 
     @staticmethod
     def _verify_bytes(data: bytes, digest: str, what: str) -> None:
-        hasher = _hasher(digest)
-        hasher.update(data)
-        actual = f"{parse_digest(digest)[0]}:{hasher.hexdigest()}"
+        actual = _digest_of(data, digest)
         if actual != digest:
             raise DigestMismatchError(f"{what}: content does not match its digest",
                                       expected=digest, actual=actual)
 
     def head_manifest(self, repository: str, reference: str, *,
                       accept: str = MANIFEST_ACCEPT) -> ManifestHead | None:
-        """HEAD a manifest: its digest, media type and size, or ``None`` when absent."""
+        """HEAD a manifest: its digest, media type and size, or ``None`` when absent.
+
+        For a digest reference, a different ``Docker-Content-Digest`` raises
+        :class:`DigestMismatchError`.
+        """
+        by_digest = _is_digest(reference)
         response = self.transport.request(
             "HEAD", f"/v2/{repository}/manifests/{reference}", scopes=[_repo_scope(repository)],
             headers={"Accept": accept},
         )
+        response.close()
         if response.status_code == 404:
             return None
         raise_for_status(response, f"check the manifest {repository}:{reference}")
-        length = response.headers.get("Content-Length")
+        length = response.headers.get("Content-Length", "")
         content_type = response.headers.get("Content-Type")
+        digest = response.headers.get("Docker-Content-Digest")
+        if by_digest and digest and digest != reference:
+            raise DigestMismatchError(
+                f"HEAD {repository}@{reference}: the registry names another digest",
+                expected=reference, actual=digest,
+            )
         return ManifestHead(
-            digest=response.headers.get("Docker-Content-Digest"),
+            digest=digest or (reference if by_digest else None),
             media_type=content_type.split(";")[0].strip() if content_type else None,
-            size=int(length) if length and length.isdigit() else None,
+            size=int(length) if length.isdigit() else None,
         )
 
     def put_manifest(self, repository: str, reference: str, raw: bytes, media_type: str) -> str:
-        """Upload a manifest or index under a tag or digest; return its digest."""
+        """Upload a manifest or index under a tag or digest; return its digest.
+
+        Only OCI manifests and indexes and Docker v2 manifests and lists are sent:
+        schema 1 and unknown media types raise :class:`UnsupportedMediaTypeError`.
+        """
+        base_type = media_type.split(";")[0].strip()
+        if base_type in SCHEMA1_MEDIA_TYPES:
+            raise UnsupportedMediaTypeError(
+                f"refusing to push a Docker schema 1 manifest ({base_type})",
+                hint="Schema 1 is deprecated and refused by current registries; convert the "
+                "image to Docker schema 2 or OCI.",
+            )
+        if base_type not in MANIFEST_MEDIA_TYPES:
+            raise UnsupportedMediaTypeError(
+                f"cannot push a manifest of media type {base_type!r}",
+                hint="Use an OCI image manifest or index, or a Docker v2 manifest or list.",
+            )
+        raw = bytes(raw)
         if len(raw) > MAX_MANIFEST_BYTES:
             raise InvalidManifestError(
-                f"the manifest is {len(raw)} bytes, over the {MAX_MANIFEST_BYTES}-byte limit"
+                f"the manifest is {len(raw)} bytes, over the {MAX_MANIFEST_BYTES}-byte limit",
+                hint="Registries refuse manifests this large; split the index or drop layers.",
             )
-        digest = sha256_digest(raw)
-        if reference.startswith("sha256:") and reference != digest:
+        by_digest = _is_digest(reference)
+        digest = _digest_of(raw, reference if by_digest else "sha256:")
+        if by_digest and reference != digest:
             raise DigestMismatchError("manifest put by digest", expected=reference, actual=digest)
         response = self.transport.request(
             "PUT", f"/v2/{repository}/manifests/{reference}",
             scopes=[_repo_scope(repository, "pull,push")],
-            headers={"Content-Type": media_type}, data=raw,
+            headers={"Content-Type": base_type}, data=raw,
         )
         raise_for_status(response, f"push the manifest {repository}:{reference}")
+        response.close()
         returned = response.headers.get("Docker-Content-Digest")
-        if returned and returned.startswith("sha256:") and returned != digest:
+        if returned and returned.split(":", 1)[0] == digest.split(":", 1)[0] \
+                and returned != digest:
             raise DigestMismatchError("the registry stored the manifest under another digest",
                                       expected=digest, actual=returned)
         return digest
@@ -281,19 +413,22 @@ class RegistryClient:
             scopes=[_repo_scope(repository, "delete")],
         )
         raise_for_status(response, f"delete the manifest {repository}@{digest}")
+        response.close()
 
     # ----------------------------------------------------------------- blobs
 
     def blob_size(self, repository: str, digest: str) -> int | None:
-        """HEAD a blob: its size in bytes, or ``None`` when the repository lacks it."""
+        """HEAD a blob: its size in bytes (-1 when not given), or ``None`` when absent."""
+        parse_digest(digest)
         response = self.transport.request(
             "HEAD", f"/v2/{repository}/blobs/{digest}", scopes=[_repo_scope(repository)],
         )
+        response.close()
         if response.status_code == 404:
             return None
         raise_for_status(response, f"check the blob {digest} in {repository}")
-        length = response.headers.get("Content-Length")
-        return int(length) if length and length.isdigit() else -1
+        length = response.headers.get("Content-Length", "")
+        return int(length) if length.isdigit() else -1
 
     def blob_exists(self, repository: str, digest: str) -> bool:
         """True when ``repository`` holds the blob ``digest``."""
@@ -301,95 +436,136 @@ class RegistryClient:
 
     def iter_blob(self, repository: str, digest: str, *, size: int | None = None,
                   progress: BlobProgress | None = None,
-                  chunk_size: int = READ_CHUNK) -> Iterator[bytes]:
+                  chunk_size: int | None = None) -> Iterator[bytes]:
         """Stream a blob's bytes, resuming with ``Range`` after a dropped connection.
 
-        The digest (and ``size`` when given) is checked when the stream ends: a
-        mismatch raises :class:`DigestMismatchError` after the last chunk, so
-        consumers must treat what they received as unverified until the iterator
-        is exhausted without error (:meth:`fetch_blob` does this for files).
+        The bytes are those on the wire (no Content-Encoding decoding). The digest
+        (and ``size`` when given) is checked when the stream ends: a mismatch raises
+        :class:`DigestMismatchError` after the last chunk, so consumers must treat
+        what they received as unverified until the iterator is exhausted without
+        error (:meth:`fetch_blob` does this for files).
         """
         hasher = _hasher(digest)
+        chunk_size = chunk_size or READ_CHUNK
         what = f"download the blob {digest} from {repository}"
+        path = f"/v2/{repository}/blobs/{digest}"
+        scopes = [_repo_scope(repository)]
         done = 0
-        attempts = 0
+        failures = 0
         total = size
-        while True:
-            headers = {"Range": f"bytes={done}-"} if done else None
-            response = self.transport.request(
-                "GET", f"/v2/{repository}/blobs/{digest}", scopes=[_repo_scope(repository)],
-                headers=headers, stream=True,
-            )
+        while total is None or done < total or done == 0:
+            headers = {"Accept-Encoding": "identity"}
+            if done:
+                headers["Range"] = f"bytes={done}-"
+            response = self.transport.request("GET", path, scopes=scopes, headers=headers,
+                                              stream=True)
+            before = done
             try:
                 raise_for_status(response, what)
-                if done and response.status_code != 206:
-                    raise RegistryHTTPError(
-                        f"{what}: the registry cannot resume (no Range support)",
-                        status=response.status_code,
-                        hint="Try again on a steadier connection.",
-                    )
-                if total is None and not done:
-                    length = response.headers.get("Content-Length")
-                    total = int(length) if length and length.isdigit() else None
-                for chunk in response.iter_content(chunk_size):
+                skip, announced = self._resume_offset(response, done, what)
+                if total is None:
+                    total = announced
+                length = response.headers.get("Content-Length", "")
+                if not done and length.isdigit():
+                    if size is not None and int(length) != size:
+                        raise DigestMismatchError(f"{what}: wrong length",
+                                                  expected=f"{size} bytes",
+                                                  actual=f"{length} bytes")
+                    total = int(length)
+                for chunk in _raw_chunks(response, chunk_size):
+                    if skip:  # the registry ignored Range: drop what we already have
+                        cut = min(skip, len(chunk))
+                        chunk, skip = chunk[cut:], skip - cut
                     if not chunk:
                         continue
                     done += len(chunk)
-                    if size is not None and done > size:
-                        raise DigestMismatchError(f"{what}: more bytes than the descriptor says",
-                                                  expected=f"{size} bytes", actual=f">{size} bytes")
+                    if total is not None and done > total:
+                        raise DigestMismatchError(f"{what}: more bytes than expected",
+                                                  expected=f"{total} bytes",
+                                                  actual=f"over {total} bytes")
                     hasher.update(chunk)
                     if progress is not None:
                         progress(done, total)
                     yield chunk
                 break
             except _DROPPED as exc:
-                attempts += 1
-                if attempts > RESUME_ATTEMPTS:
+                failures = 0 if done > before else failures + 1
+                if failures > RESUME_ATTEMPTS:
                     raise RegistryUnavailableError(
-                        f"{what}: the connection dropped {attempts} times ({exc})",
+                        f"{what}: the connection dropped {failures} times in a row at byte "
+                        f"{done} ({type(exc).__name__})",
                         hint="Check the registry and the network, then try again.",
                     ) from exc
                 log.info("blob download of %s dropped at %d bytes; resuming", digest, done)
             finally:
                 response.close()
-        actual = f"{parse_digest(digest)[0]}:{hasher.hexdigest()}"
         if size is not None and done != size:
             raise DigestMismatchError(f"{what}: wrong length", expected=f"{size} bytes",
                                       actual=f"{done} bytes")
+        actual = f"{parse_digest(digest)[0]}:{hasher.hexdigest()}"
         if actual != digest:
             raise DigestMismatchError(f"{what}: content does not match its digest",
                                       expected=digest, actual=actual)
 
+    @staticmethod
+    def _resume_offset(response: requests.Response, done: int, what: str
+                       ) -> tuple[int, int | None]:
+        """(bytes to drop from a resumed response's start, blob size from Content-Range)."""
+        if not done:
+            return 0, None
+        if response.status_code == 200:
+            log.info("%s: the registry ignored Range; skipping %d bytes", what, done)
+            return done, None
+        match = _CONTENT_RANGE_RE.match(response.headers.get("Content-Range", "").strip())
+        if response.status_code != 206 or match is None or int(match.group(1)) != done:
+            raise RegistryHTTPError(
+                f"{what}: the registry answered a resume from byte {done} with "
+                f"{response.status_code} {response.headers.get('Content-Range', '')}".rstrip(),
+                status=response.status_code,
+                hint="Try again on a steadier connection.",
+            )
+        complete = match.group(3)
+        return 0, int(complete) if complete.isdigit() else None
+
     def read_blob(self, repository: str, digest: str, *, max_bytes: int = 64 * 1024 * 1024,
                   size: int | None = None) -> bytes:
         """Return a (small) blob's verified bytes, e.g. an image config."""
+        if size is not None and size > max_bytes:
+            raise InvalidManifestError(
+                f"the blob {digest} in {repository} is {size} bytes, over {max_bytes}",
+                hint="Use fetch_blob() to write large blobs to a file.",
+            )
         buf = bytearray()
-        for chunk in self.iter_blob(repository, digest, size=size):
-            buf += chunk
-            if len(buf) > max_bytes:
-                raise InvalidManifestError(
-                    f"the blob {digest} in {repository} is over {max_bytes} bytes",
-                    hint="Use fetch_blob() to write large blobs to a file.",
-                )
+        chunks = self.iter_blob(repository, digest, size=size)
+        try:
+            for chunk in chunks:
+                buf += chunk
+                if len(buf) > max_bytes:
+                    raise InvalidManifestError(
+                        f"the blob {digest} in {repository} is over {max_bytes} bytes",
+                        hint="Use fetch_blob() to write large blobs to a file.",
+                    )
+        finally:
+            chunks.close()
         return bytes(buf)
 
-    def fetch_blob(self, repository: str, digest: str, path: str | os.PathLike[str], *,
-                   size: int | None = None, progress: BlobProgress | None = None) -> int:
-        """Download a blob to ``path`` atomically; return its size.
+    def fetch_blob(self, repository: str, digest: str, target: str | os.PathLike[str] | IO[bytes],
+                   *, size: int | None = None, progress: BlobProgress | None = None) -> int:
+        """Download a blob to a path (atomically) or a binary file object; return its size.
 
-        Bytes go to a temporary file beside ``path`` which is renamed into place
-        only once the digest checks out: on any failure nothing is left behind.
+        For a path, bytes go to a temporary file beside it, renamed into place only
+        once the digest checks out. For a file object, a failure truncates it back
+        to where it was (when it can seek). Either way a mismatch leaves nothing.
         """
-        path = os.fspath(path)
+        if hasattr(target, "write"):
+            return self._fetch_to_file(repository, digest, target, size, progress)  # type: ignore[arg-type]
+        path = os.fspath(target)  # type: ignore[arg-type]
         directory = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=directory)
-        written = 0
         try:
             with os.fdopen(fd, "wb") as out:
-                for chunk in self.iter_blob(repository, digest, size=size, progress=progress):
-                    out.write(chunk)
-                    written += len(chunk)
+                written = self._fetch_to_file(repository, digest, out, size, progress,
+                                              rewind=False)
             os.replace(tmp, path)
         except BaseException:
             try:
@@ -399,28 +575,65 @@ class RegistryClient:
             raise
         return written
 
-    def read_blob_range(self, repository: str, digest: str, start: int, end: int) -> bytes:
-        """Return bytes ``start..end`` (inclusive; negative ``start`` = suffix) unverified.
+    def _fetch_to_file(self, repository: str, digest: str, out: IO[bytes], size: int | None,
+                       progress: BlobProgress | None, *, rewind: bool = True) -> int:
+        start: int | None = None
+        if rewind:
+            try:
+                start = out.tell() if out.seekable() else None
+            except (AttributeError, OSError, ValueError):
+                start = None
+        written = 0
+        try:
+            for chunk in self.iter_blob(repository, digest, size=size, progress=progress):
+                out.write(chunk)
+                written += len(chunk)
+        except BaseException:
+            if start is not None:
+                try:
+                    out.seek(start)
+                    out.truncate()
+                except (OSError, ValueError):
+                    pass
+            raise
+        return written
 
-        Used for the gzip trailer (ISIZE) of a layer; the caller knows these bytes
-        cannot be checked against the digest.
+    def read_blob_range(self, repository: str, digest: str, start: int,
+                        end: int | None = None) -> bytes:
+        """Return bytes ``start..end`` (inclusive) of a blob, unverified.
+
+        A negative ``start`` asks for that many bytes from the end (``-4``: the
+        gzip trailer's ISIZE); ``end=None`` reads to the end. The caller knows
+        these bytes cannot be checked against the digest.
         """
-        rng = f"bytes={start}" if start < 0 else f"bytes={start}-{end}"
+        parse_digest(digest)
+        if start < 0:
+            if end is not None:
+                raise ValueError("a suffix range (negative start) takes no end")
+            rng, wanted = f"bytes={start}", -start
+        elif end is None:
+            rng, wanted = f"bytes={start}-", None
+        else:
+            if end < start:
+                raise ValueError(f"end ({end}) is before start ({start})")
+            rng, wanted = f"bytes={start}-{end}", end - start + 1
+        what = f"read part of the blob {digest} in {repository}"
         response = self.transport.request(
             "GET", f"/v2/{repository}/blobs/{digest}", scopes=[_repo_scope(repository)],
-            headers={"Range": rng}, stream=True,
+            headers={"Range": rng, "Accept-Encoding": "identity"}, stream=True,
         )
         try:
-            raise_for_status(response, f"read part of the blob {digest}")
+            raise_for_status(response, what)
             if response.status_code != 206:
                 raise RegistryHTTPError(
-                    f"the registry ignored the Range request for {digest}",
+                    f"{what}: the registry ignored the Range request",
                     status=response.status_code,
                 )
-            wanted = -start if start < 0 else end - start + 1
-            return self._read_bounded(response, wanted, f"read part of the blob {digest}")
+            limit = wanted if wanted is not None else 2**63
+            data = self._read_bounded(response, limit, what)
         finally:
             response.close()
+        return data
 
     # --------------------------------------------------------------- uploads
 
@@ -430,24 +643,46 @@ class RegistryClient:
         Returns ``None`` when mounted (201); otherwise the upload location the
         registry opened instead (202), ready for a normal upload.
         """
+        return self._mount(repository, digest, from_repository)[0]
+
+    def _mount(self, repository: str, digest: str, from_repository: str
+               ) -> tuple[str | None, int]:
+        parse_digest(digest)
         query = urlencode({"mount": digest, "from": from_repository})
         response = self.transport.request(
             "POST", f"/v2/{repository}/blobs/uploads/?{query}",
             scopes=[_repo_scope(repository, "pull,push"), _repo_scope(from_repository)],
         )
-        raise_for_status(response, f"mount the blob {digest} into {repository}")
+        self._raise_push(response, f"mount the blob {digest} into {repository}", repository)
+        response.close()
         if response.status_code == 201:
-            return None
-        return self._location(response, repository)
+            return None, 0
+        return self._location(response, repository), self._min_chunk(response)
 
     def _start_upload(self, repository: str) -> tuple[str, int]:
         response = self.transport.request(
             "POST", f"/v2/{repository}/blobs/uploads/",
             scopes=[_repo_scope(repository, "pull,push")],
         )
-        raise_for_status(response, f"start a blob upload to {repository}")
-        min_chunk = response.headers.get("OCI-Chunk-Min-Length", "")
-        return self._location(response, repository), int(min_chunk) if min_chunk.isdigit() else 0
+        self._raise_push(response, f"start a blob upload to {repository}", repository)
+        response.close()
+        return self._location(response, repository), self._min_chunk(response)
+
+    @staticmethod
+    def _raise_push(response: requests.Response, what: str, repository: str) -> None:
+        """raise_for_status, with a hint that names push rights when access is refused."""
+        try:
+            raise_for_status(response, what)
+        except AuthenticationError as exc:
+            raise AuthenticationError(
+                f"{exc.message} Pushing to {repository} needs push access.",
+                hint=exc.hint or "Use credentials allowed to push to this repository.",
+            ) from exc
+
+    @staticmethod
+    def _min_chunk(response: requests.Response) -> int:
+        value = response.headers.get("OCI-Chunk-Min-Length", "").strip()
+        return int(value) if value.isdigit() else 0
 
     @staticmethod
     def _location(response: requests.Response, repository: str) -> str:
@@ -470,14 +705,17 @@ class RegistryClient:
                     progress: BlobProgress | None = None) -> bool:
         """Upload a blob unless the repository has it; return True when bytes moved.
 
-        ``data`` is bytes, a seekable binary file (resumable after a dropped
-        connection), or an iterable of chunks (streamed in one request). The
-        registry verifies ``digest`` when the upload closes; a mismatch raises
+        ``data`` is bytes, a binary file (seekable: resumable, and sent in one PUT
+        when small), or an iterable of chunks (streamed in one request, not
+        resumable). With ``mount_from`` the registry is first asked to mount the
+        blob from that repository; on refusal the upload proceeds normally. The
+        registry verifies ``digest`` when the upload closes: a mismatch raises
         :class:`DigestMismatchError` and the registry keeps nothing.
         """
         parse_digest(digest)
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            size = len(data) if size is None else size
+        if isinstance(data, str):
+            raise TypeError("upload_blob takes bytes, a binary file or an iterable of bytes")
+        source, start, size, stream = self._upload_source(data, size)
         if skip_existing and self.blob_exists(repository, digest):
             if progress is not None and size is not None:
                 progress(size, size)
@@ -485,91 +723,167 @@ class RegistryClient:
         location: str | None = None
         min_chunk = 0
         if mount_from and mount_from != repository:
-            location = self.mount_blob(repository, digest, mount_from)
+            location, min_chunk = self._mount(repository, digest, mount_from)
             if location is None:
+                log.debug("mounted %s into %s from %s", digest, repository, mount_from)
                 if progress is not None and size is not None:
                     progress(size, size)
                 return False
-        if location is None:
-            location, min_chunk = self._start_upload(repository)
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            if len(data) <= MONOLITHIC_LIMIT:
-                self._finish_upload(repository, location, digest, bytes(data))
-                if progress is not None:
-                    progress(len(data), len(data))
+        restarts = 0
+        while True:
+            if location is None:
+                location, min_chunk = self._start_upload(repository)
+            try:
+                if stream is not None:
+                    self._upload_stream(repository, location, stream, digest, size, progress)
+                elif size is not None and size <= MONOLITHIC_LIMIT:
+                    assert source is not None
+                    source.seek(start)
+                    body = source.read(size)
+                    self._finish_upload(repository, location, digest, body)
+                    if progress is not None:
+                        progress(len(body), size)
+                else:
+                    assert source is not None
+                    self._upload_chunks(repository, location, source, start, digest, size,
+                                        min_chunk, progress)
                 return True
-            data = io.BytesIO(data)
-        if hasattr(data, "read") and hasattr(data, "seek"):
-            self._upload_chunks(repository, location, data, digest, size, min_chunk, progress)
-        else:
-            self._upload_stream(repository, location, data, digest, size, progress)  # type: ignore[arg-type]
-        return True
+            except _UploadLost as exc:
+                if self.blob_exists(repository, digest):
+                    log.info("upload of %s: the session was lost but the blob arrived", digest)
+                    return True
+                restarts += 1
+                if stream is not None or restarts > RESUME_ATTEMPTS:
+                    raise RegistryUnavailableError(
+                        f"upload of {digest} to {repository} failed: {exc}",
+                        hint="Check the registry and the network, then try again.",
+                    ) from exc
+                log.info("upload of %s to %s lost (%s); starting again", digest, repository, exc)
+                location = None
+
+    @staticmethod
+    def _upload_source(data: Any, size: int | None
+                       ) -> tuple[IO[bytes] | None, int, int | None, Iterable[bytes] | None]:
+        """(seekable source, its start, size, or a one-shot chunk stream)."""
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            return io.BytesIO(data), 0, len(data), None
+        if hasattr(data, "read"):
+            seekable = False
+            try:
+                seekable = bool(data.seekable()) if hasattr(data, "seekable") else False
+            except (OSError, ValueError):
+                seekable = False
+            if seekable:
+                start = data.tell()
+                if size is None:
+                    size = data.seek(0, io.SEEK_END) - start
+                    data.seek(start)
+                return data, start, size, None
+            reader = data
+            return None, 0, size, iter(lambda: reader.read(UPLOAD_CHUNK), b"")
+        return None, 0, size, data
 
     def _finish_upload(self, repository: str, location: str, digest: str,
                        body: bytes | None = None) -> None:
-        response = self.transport.request(
-            "PUT", self._with_query(location, digest=digest),
-            scopes=[_repo_scope(repository, "pull,push")],
-            headers={"Content-Type": "application/octet-stream"}, data=body or b"",
-        )
+        try:
+            response = self.transport.request(
+                "PUT", self._with_query(location, digest=digest),
+                scopes=[_repo_scope(repository, "pull,push")],
+                headers={"Content-Type": "application/octet-stream"}, data=body or b"",
+            )
+        except RegistryUnavailableError as exc:
+            raise _UploadLost(f"the closing PUT failed ({exc.message})") from exc
         self._raise_upload(response, repository, digest)
+        response.close()
+        returned = response.headers.get("Docker-Content-Digest")
+        if returned and returned != digest and returned.split(":")[0] == digest.split(":")[0]:
+            raise DigestMismatchError(
+                f"the registry stored the upload to {repository} under another digest",
+                expected=digest, actual=returned,
+            )
 
-    @staticmethod
-    def _raise_upload(response: requests.Response, repository: str, digest: str) -> None:
-        if response.status_code == 400:
-            try:
-                codes = [e.get("code") for e in response.json().get("errors", [])]
-            except (ValueError, AttributeError):
-                codes = []
-            if "DIGEST_INVALID" in codes or "SIZE_INVALID" in codes:
-                raise DigestMismatchError(
-                    f"the registry refused the upload of {digest} to {repository}",
-                    expected=digest, actual="content with another digest",
-                )
-        raise_for_status(response, f"upload the blob {digest} to {repository}")
+    def _raise_upload(self, response: requests.Response, repository: str, digest: str) -> None:
+        if response.status_code < 400:
+            return
+        codes = _error_codes(response)
+        if response.status_code == 400 and ("DIGEST_INVALID" in codes or "SIZE_INVALID" in codes):
+            raise DigestMismatchError(
+                f"the registry refused the upload of {digest} to {repository}",
+                expected=digest, actual="content with another digest or size",
+            )
+        if _UPLOAD_GONE_CODES.intersection(codes) or response.status_code == 416:
+            raise _UploadLost(f"the registry answered {response.status_code} "
+                              f"{' '.join(codes)}".rstrip())
+        self._raise_push(response, f"upload the blob {digest} to {repository}", repository)
 
-    def _upload_status(self, repository: str, location: str) -> int:
-        """Ask the registry how many bytes of an upload it holds (from its Range)."""
-        response = self.transport.request("GET", location,
-                                          scopes=[_repo_scope(repository, "pull,push")])
+    def _upload_status(self, repository: str, location: str) -> tuple[str, int]:
+        """Ask the registry how much of an upload it holds: (new location, bytes held)."""
+        try:
+            response = self.transport.request("GET", location,
+                                              scopes=[_repo_scope(repository, "pull,push")])
+        except RegistryUnavailableError as exc:
+            raise _UploadLost(f"the upload status could not be read ({exc.message})") from exc
+        if response.status_code == 404 or _UPLOAD_GONE_CODES.intersection(_error_codes(response)):
+            raise _UploadLost(f"the registry no longer knows the upload "
+                              f"({response.status_code})")
         raise_for_status(response, f"check the upload progress in {repository}")
-        rng = response.headers.get("Range", "")
-        if "-" in rng:
-            return int(rng.rsplit("-", 1)[1]) + 1
-        return 0
+        response.close()
+        held = _range_end(response.headers.get("Range", ""))
+        return response.headers.get("Location") or location, held or 0
 
-    def _upload_chunks(self, repository: str, location: str, source: IO[bytes], digest: str,
-                       size: int | None, min_chunk: int, progress: BlobProgress | None) -> None:
+    def _upload_chunks(self, repository: str, location: str, source: IO[bytes], start: int,
+                       digest: str, size: int | None, min_chunk: int,
+                       progress: BlobProgress | None) -> None:
         chunk_size = max(UPLOAD_CHUNK, min_chunk)
-        start = source.tell()
+        scopes = [_repo_scope(repository, "pull,push")]
         offset = 0
-        attempts = 0
-        while True:
+        failures = 0
+        while size is None or offset < size:
             source.seek(start + offset)
-            chunk = source.read(chunk_size)
+            want = chunk_size if size is None else min(chunk_size, size - offset)
+            chunk = source.read(want)
             if not chunk:
+                if size is not None:
+                    raise RegistryHTTPError(
+                        f"upload of {digest}: the source ended at byte {offset} of {size}",
+                        hint="The file changed or shrank while it was uploaded.",
+                    )
                 break
             end = offset + len(chunk) - 1
+            response: requests.Response | None
             try:
                 response = self.transport.request(
-                    "PATCH", location, scopes=[_repo_scope(repository, "pull,push")],
+                    "PATCH", location, scopes=scopes,
                     headers={"Content-Type": "application/octet-stream",
                              "Content-Range": f"{offset}-{end}"},
                     data=chunk,
                 )
-            except (RegistryUnavailableError, *_DROPPED):
-                attempts += 1
-                if attempts > RESUME_ATTEMPTS:
-                    raise
-                log.info("chunked upload of %s dropped at %d; asking the registry", digest, offset)
-                offset = self._upload_status(repository, location)
+            except RegistryUnavailableError:
+                response = None
+            if response is None or response.status_code in _PATCH_RETRY_STATUSES:
+                failures += 1
+                if failures > RESUME_ATTEMPTS:
+                    if response is not None:
+                        self._raise_upload(response, repository, digest)
+                    raise RegistryUnavailableError(
+                        f"upload of {digest} to {repository}: the connection dropped "
+                        f"{failures} times in a row at byte {offset}",
+                        hint="Check the registry and the network, then try again.",
+                    )
+                if response is not None:
+                    response.close()
+                    time.sleep(min(0.25 * 2**failures, 4.0))
+                log.info("chunked upload of %s interrupted at %d; asking the registry",
+                         digest, offset)
+                location, offset = self._upload_status(repository, location)
                 continue
-            raise_for_status(response, f"upload a chunk of {digest} to {repository}")
+            self._raise_upload(response, repository, digest)
+            response.close()
+            failures = 0
             location = self._location(response, repository)
-            offset = end + 1
-            rng = response.headers.get("Range", "")
-            if "-" in rng:
-                offset = int(rng.rsplit("-", 1)[1]) + 1
+            held = _range_end(response.headers.get("Range", ""))
+            # "0-0" after bytes were accepted can only mean one byte.
+            offset = end + 1 if held is None else max(held, 1)
             if progress is not None:
                 progress(offset, size)
         self._finish_upload(repository, location, digest)
@@ -581,15 +895,17 @@ class RegistryClient:
         def counted() -> Iterator[bytes]:
             nonlocal sent
             for chunk in chunks:
+                if not chunk:
+                    continue
                 sent += len(chunk)
                 if progress is not None:
                     progress(sent, size)
-                yield chunk
+                yield bytes(chunk)
 
         response = self.transport.request(
             "PATCH", location, scopes=[_repo_scope(repository, "pull,push")],
             headers={"Content-Type": "application/octet-stream"}, data=counted(),
         )
-        raise_for_status(response, f"upload {digest} to {repository}")
+        self._raise_upload(response, repository, digest)
+        response.close()
         self._finish_upload(repository, self._location(response, repository), digest)
-
