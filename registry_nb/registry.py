@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +24,11 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
+from .assemble import append_layers, write_layer
 from .auth import RegistryCredentials
+from .copy import DEFAULT_WORKERS as COPY_WORKERS
+from .copy import CopyResult, plan_copy
+from .copy import copy_image as copy_between
 from .distribution import RegistryClient
 from .engine import Engine
 from .errors import (
@@ -41,11 +46,16 @@ from .frames import (
     size_mb,
     to_utc,
 )
+from .image import Image, RegistryRepository, gzip_isize, open_image
+from .layout import OCILayout, open_local
 from .manifest import ImageConfig, Index, Manifest, Platform, layer_history
 from .progress import ProgressCallback, ProgressEvent
 from .reference import ImageReference, is_docker_hub, normalize_registry
 
 __all__ = ["ContainerRegistry", "ContainerImage"]
+
+#: Extra frame column of ``uncompressed=True`` (gzip ISIZE; see gzip_isize).
+UNCOMPRESSED_COLUMN = {"uncompressed_size_bytes": "Int64"}
 
 log = logging.getLogger(__name__)
 
@@ -508,7 +518,8 @@ class ContainerRegistry:
         )
 
     def registry_images_frame(self, repository: str | None = None, limit: int | None = 100,
-                              *, platform: str | None = None) -> pd.DataFrame:
+                              *, platform: str | None = None,
+                              uncompressed: bool = False) -> pd.DataFrame:
         """Registry tags as a DataFrame with manifest and config details (README columns).
 
         Details are fetched concurrently over one session; a tag (or catalog
@@ -535,9 +546,12 @@ class ContainerRegistry:
                     "size_bytes": image.size_bytes, "size_mb": image.size_mb,
                     "layer_count": image.layer_count, "created": image.created,
                     "architecture": image.architecture, "os": image.os,
-                    "labels": image.labels, "platforms": image.platforms}
+                    "labels": image.labels, "platforms": image.platforms,
+                    **(self._uncompressed_total(repo, image.digest, platform)
+                       if uncompressed else {})}
 
-        return build_frame(self._map(row, pairs), REGISTRY_IMAGE_COLUMNS)
+        return build_frame(self._map(row, pairs), REGISTRY_IMAGE_COLUMNS,
+                           extra=UNCOMPRESSED_COLUMN if uncompressed else None)
 
     def _map(self, func: Callable[[_T], _R], items: list[_T]) -> list[_R]:
         """``func`` over ``items`` in order, on a bounded pool when there are several."""
@@ -548,7 +562,8 @@ class ContainerRegistry:
             return list(pool.map(func, items))
 
     def layers_frame(self, image_name: str, image_tag: str = "latest", *,
-                     platform: str | None = None) -> pd.DataFrame:
+                     platform: str | None = None,
+                     uncompressed: bool = False) -> pd.DataFrame:
         """The image's layers, in order, with the history line that made each."""
         ref = self._reference(image_name, image_tag)
         _, manifest, config, _ = self._resolve(ref.repository, ref.identifier, platform)
@@ -565,7 +580,188 @@ class ContainerRegistry:
                 "created_by": entry.created_by if entry else None,
                 "created": entry.created if entry else None,
             })
-        return build_frame(rows, LAYER_COLUMNS)
+        if uncompressed:
+            self._add_uncompressed(ref.repository, manifest.layers, rows)
+        return build_frame(rows, LAYER_COLUMNS, extra=UNCOMPRESSED_COLUMN if uncompressed else None)
+
+    # ============================================================================
+    # Daemonless transfers: copy, save, load and assemble through the registry API
+    # (registry_nb.image / layout / copy / assemble). No Docker engine needed.
+    # ============================================================================
+
+    def _client_for(self, registry: str, opened: dict[str, RegistryClient]) -> RegistryClient:
+        """This facade's client for its own host; for another host one client per
+        copy, with credentials from the docker config (``opened`` collects them)."""
+        host = normalize_registry(registry)
+        if host == self.registry_host:
+            return self.client
+        if host not in opened:
+            opened[host] = RegistryClient.connect(host, None, pool_size=max(self.max_workers, 4))
+        return opened[host]
+
+    @staticmethod
+    def _close_all(opened: dict[str, RegistryClient]) -> None:
+        for client in opened.values():
+            client.close()
+
+    def _transfer_result(self, result: CopyResult, **fields: Any) -> dict[str, Any]:
+        out = result.as_dict()
+        out.update(fields)
+        return out
+
+    def copy_image(self, source: str | ImageReference, destination: str | ImageReference, *,
+                   platforms: str | list[str] | None = None,
+                   progress: ProgressCallback | None = None,
+                   cancel: threading.Event | None = None,
+                   workers: int = COPY_WORKERS) -> dict[str, Any]:
+        """Copy an image between repositories or registries, without a Docker engine.
+
+        ``source`` and ``destination`` are full references
+        (``127.0.0.1:5000/demo:1``, ``ghcr.io/org/app@sha256:…``). This facade's
+        credentials serve its own host; other hosts use the docker config. Blobs the
+        destination has are skipped, blobs of another repository of the same registry
+        are mounted, the rest stream through with their digests verified, ``workers``
+        at a time. An index is copied whole, or only ``platforms`` (one platform: its
+        image manifest alone; several: a new index of those). Nothing is tagged unless
+        every blob arrived. Returns ``{"status": "success", "source", "destination",
+        "digest", "media_type", "platforms", "blobs", "copied_blobs", "mounted_blobs",
+        "existing_blobs", "bytes_copied", "size_bytes", "duration_seconds"}``.
+        """
+        src = source if isinstance(source, ImageReference) else ImageReference.parse(source)
+        dst = destination if isinstance(destination, ImageReference) \
+            else ImageReference.parse(destination)
+        opened: dict[str, RegistryClient] = {}
+        try:
+            store = RegistryRepository(self._client_for(src.registry, opened), src.repository)
+            sink = RegistryRepository(self._client_for(dst.registry, opened), dst.repository)
+            plan = plan_copy(store, src.identifier, platforms=platforms)
+            if dst.digest and plan.top.digest != dst.digest:
+                raise RegistryError(
+                    f"{dst} names {dst.digest}, but the copy would write {plan.top.digest}",
+                    hint="Name the destination by tag, or copy without platforms=.",
+                )
+            tag = dst.tag if dst.tag or dst.digest else "latest"
+            result = copy_between(store, sink, tag=tag, plan=plan, workers=workers,
+                                progress=progress, cancel=cancel)
+        finally:
+            self._close_all(opened)
+        shown = dst.with_tag(tag) if tag else dst
+        return self._transfer_result(result, source=str(src), destination=str(shown))
+
+    def save_image(self, image_name: str, image_tag: str, path: str | os.PathLike[str], *,
+                   platforms: str | list[str] | None = None,
+                   progress: ProgressCallback | None = None,
+                   cancel: threading.Event | None = None) -> dict[str, Any]:
+        """Save ``image_name:image_tag`` from this registry into an OCI image layout folder.
+
+        The folder is created if needed and may hold other images; the image is named
+        ``image_tag`` in ``index.json`` (``skopeo copy oci:PATH:TAG`` reads it). Digests
+        are kept (Docker schema 2 images stay schema 2). Returns the copy's dict plus
+        ``image``, ``path`` and ``tag``.
+        """
+        ref = self._reference(image_name, image_tag)
+        layout = OCILayout(path)
+        result = copy_between(RegistryRepository(self.client, ref.repository), layout,
+                            reference=ref.identifier, tag=image_tag, platforms=platforms,
+                            progress=progress, cancel=cancel)
+        return self._transfer_result(result, image=self._get_full_image_name(image_name,
+                                                                              image_tag),
+                                     path=str(layout.path), tag=image_tag)
+
+    def load_image(self, path: str | os.PathLike[str], image_name: str, image_tag: str, *,
+                   source_tag: str | None = None, platforms: str | list[str] | None = None,
+                   progress: ProgressCallback | None = None,
+                   cancel: threading.Event | None = None) -> dict[str, Any]:
+        """Push an image from an OCI layout folder or a ``docker save`` tarball.
+
+        ``source_tag`` picks the image in the layout (its ``ref.name``; for a docker
+        archive also ``repo:tag``); by default the one named ``image_tag``, else the
+        only one. Blobs larger than one chunk are uploaded in resumable chunks.
+        """
+        ref = self._reference(image_name, image_tag)
+        store = open_local(path)
+        reference = source_tag
+        if reference is None and image_tag in store.tags():
+            reference = image_tag
+        result = copy_between(store, RegistryRepository(self.client, ref.repository),
+                            reference=reference, tag=image_tag, platforms=platforms,
+                            progress=progress, cancel=cancel)
+        return self._transfer_result(result, image=self._get_full_image_name(image_name,
+                                                                              image_tag),
+                                     path=str(path))
+
+    def image_from_directory(self, path: str | os.PathLike[str], image_name: str,
+                             image_tag: str, *, base: str | ImageReference | None = None,
+                             prefix: str = "/", entrypoint: str | list[str] | None = None,
+                             cmd: str | list[str] | None = None,
+                             env: dict[str, str] | list[str] | None = None,
+                             labels: dict[str, str] | None = None, user: str | None = None,
+                             workdir: str | None = None, platform: str | None = None,
+                             created: int | datetime | None = None,
+                             progress: ProgressCallback | None = None,
+                             cancel: threading.Event | None = None) -> dict[str, Any]:
+        """Make an image from a folder (one reproducible gzip layer) and push it here.
+
+        The folder's files land under ``prefix`` in the image; ``base`` (a full
+        reference, e.g. ``127.0.0.1:5000/base:1``) goes underneath, its config kept
+        except for the fields given. The layer is reproducible (sorted entries, one
+        fixed time — ``created``, else ``$SOURCE_DATE_EPOCH``, else 1970 — root owner,
+        normalised modes), so the same folder and options give the same digest. Base
+        layers are mounted or skipped, never downloaded. Returns the copy's dict plus
+        ``image``, ``base``, ``layer_digest``, ``diff_id`` and
+        ``uncompressed_size_bytes`` (of the new layer).
+        """
+        ref = self._reference(image_name, image_tag)
+        opened: dict[str, RegistryClient] = {}
+        try:
+            base_image: Image | None = None
+            base_ref = None
+            if base is not None:
+                base_ref = base if isinstance(base, ImageReference) \
+                    else ImageReference.parse(base)
+                store = RegistryRepository(self._client_for(base_ref.registry, opened),
+                                           base_ref.repository)
+                top = open_image(store, base_ref.identifier)
+                base_image = top if isinstance(top, Image) else top.image(platform)
+            with tempfile.TemporaryDirectory(prefix="registry-nb-layer-") as tmp:
+                layer = write_layer(path, Path(tmp) / "layer.tar.gz", prefix=prefix,
+                                    mtime=created)
+                image = append_layers(base_image, [layer], entrypoint=entrypoint, cmd=cmd,
+                                      env=env, labels=labels, user=user, workdir=workdir,
+                                      platform=platform, created=created)
+                result = copy_between(image, RegistryRepository(self.client, ref.repository),
+                                    tag=image_tag, progress=progress, cancel=cancel)
+        finally:
+            self._close_all(opened)
+        return self._transfer_result(
+            result, image=self._get_full_image_name(image_name, image_tag),
+            base=str(base_ref) if base_ref else None, layer_digest=layer.digest,
+            diff_id=layer.diff_id, uncompressed_size_bytes=layer.uncompressed_size,
+        )
+
+    def _isize(self, store: RegistryRepository, layer: Any) -> int | None:
+        try:
+            return gzip_isize(store, layer)
+        except RegistryHTTPError:  # no Range support: unknown
+            return None
+
+    def _add_uncompressed(self, repository: str, layers: list[Any],
+                          rows: list[dict[str, Any]]) -> None:
+        """Fill ``uncompressed_size_bytes`` of layer rows from each gzip trailer (ISIZE)."""
+        store = RegistryRepository(self.client, repository)
+        sizes = self._map(lambda layer: self._isize(store, layer), list(layers))
+        for row, value in zip(rows, sizes, strict=True):
+            row["uncompressed_size_bytes"] = value
+
+    def _uncompressed_total(self, repository: str, digest: str,
+                            platform: str | None) -> dict[str, Any]:
+        """``{"uncompressed_size_bytes": sum of ISIZE}``, null when a layer is not gzip."""
+        store = RegistryRepository(self.client, repository)
+        top = open_image(store, digest)
+        image = top if isinstance(top, Image) else top.image(platform)
+        sizes = [self._isize(store, layer) for layer in image.manifest.layers]
+        total = None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
+        return {"uncompressed_size_bytes": total}
 
 
 
