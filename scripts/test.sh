@@ -29,7 +29,7 @@ echo "== starting test services in $REGISTRY_NB_STATE"
 trap '.venv/bin/python scripts/services.py stop' EXIT
 
 echo "== ruff"
-.venv/bin/ruff check registry_nb tests scripts benchmarks
+.venv/bin/ruff check .
 
 echo "== pytest"
 .venv/bin/python -m pytest -p no:cacheprovider "$@"
