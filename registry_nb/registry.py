@@ -755,11 +755,16 @@ class ContainerRegistry:
 
     def _uncompressed_total(self, repository: str, digest: str,
                             platform: str | None) -> dict[str, Any]:
-        """``{"uncompressed_size_bytes": sum of ISIZE}``, null when a layer is not gzip."""
+        """``{"uncompressed_size_bytes": sum of ISIZE}``; null when a layer is not gzip
+        or the figure cannot be read (the row keeps its other details)."""
         store = RegistryRepository(self.client, repository)
-        top = open_image(store, digest)
-        image = top if isinstance(top, Image) else top.image(platform)
-        sizes = [self._isize(store, layer) for layer in image.manifest.layers]
+        try:
+            top = open_image(store, digest)
+            image = top if isinstance(top, Image) else top.image(platform)
+            sizes = [self._isize(store, layer) for layer in image.manifest.layers]
+        except RegistryError:
+            log.debug("uncompressed size of %s@%s unknown", repository, digest, exc_info=True)
+            return {"uncompressed_size_bytes": None}
         total = None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
         return {"uncompressed_size_bytes": total}
 
