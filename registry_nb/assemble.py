@@ -3,12 +3,13 @@
 :func:`write_layer` makes a reproducible gzip tar layer from a folder: entries in
 sorted order, every time set to one fixed value, owner root (uid/gid 0, no user
 or group names), modes normalised (folders 0755, files 0755 when executable by
-anyone, else 0644, symlinks kept as links). The same folder gives the same
-digest on any machine with the same zlib. :func:`append_layers` puts layers on
-top of a base image (or on nothing) with a new config (entrypoint, cmd, env,
-labels, user, workdir) and returns an :class:`AssembledImage`, an image store
-the copier pushes like any other (base layers are mounted or skipped, never
-downloaded, when the destination is the base's registry).
+anyone, else 0644; symlinks kept as links, hard links stored as separate files).
+The same folder gives the same digest on any machine with the same zlib.
+:func:`append_layers` puts layers on top of a base image (or on nothing) with a
+new config (entrypoint, cmd, env, labels, user, workdir) and returns an
+:class:`AssembledImage`, an image store the copier pushes like any other (base
+layers are mounted or skipped, never downloaded, when the destination is the
+base's registry).
 
 Times default to ``$SOURCE_DATE_EPOCH`` when set, else 0 (1970-01-01), as
 reproducible-build tools do.
