@@ -121,3 +121,144 @@ def build_frame(rows: Iterable[Mapping[str, Any]], columns: Mapping[str, str],
             series = pd.Series(values, dtype=dtype)
         data[name] = series
     return pd.DataFrame(data, columns=list(schema))
+
+
+# ---------------------------------------------------------------- audits
+# (registry_nb.audit, registry_nb.vulns; appended, the schemas above unchanged)
+
+#: One row per registry tag with its audit findings (``ContainerRegistry.audit``):
+#: the registry listing's columns, then the facts each rule looks at, then the
+#: rule ids that fired. Counts and byte sums are nullable: a tag that could not
+#: be read keeps its row with ``error`` set.
+AUDIT_COLUMNS: dict[str, str] = {
+    **REGISTRY_IMAGE_COLUMNS,
+    "age_days": "float64",
+    "duplicate_of": "string",
+    "duplicate_tags": "object",
+    "shared_layers": "Int64",
+    "shared_bytes": "Int64",
+    "shared_with": "object",
+    "largest_layer_bytes": "Int64",
+    "largest_layer_share": "float64",
+    "missing_labels": "object",
+    "user": "string",
+    "runs_as_root": "boolean",
+    "secret_env": "object",
+    "latest_only": "boolean",
+    "media_problems": "object",
+    "vuln_critical": "Int64",
+    "vuln_high": "Int64",
+    "vuln_medium": "Int64",
+    "vuln_low": "Int64",
+    "vuln_unknown": "Int64",
+    "findings": "object",
+    "finding_count": "int64",
+    "worst_severity": "string",
+}
+
+#: The audit rules (``audit_rules()``), one row per rule.
+AUDIT_RULE_COLUMNS: dict[str, str] = {
+    "id": "string",
+    "severity": "string",
+    "title": "string",
+    "explanation": "string",
+    "fix": "string",
+}
+
+#: What a registry stores against what its images add up to, one row per
+#: repository plus a last row (``is_total``) for the whole registry
+#: (``ContainerRegistry.storage_frame``).
+STORAGE_COLUMNS: dict[str, str] = {
+    "repository": "string",
+    "tag_count": "int64",
+    "manifest_count": "int64",
+    "blob_count": "int64",
+    "image_bytes": "int64",
+    "stored_bytes": "int64",
+    "saved_bytes": "int64",
+    "shared_bytes": "int64",
+    "exclusive_bytes": "int64",
+    "image_mb": "float64",
+    "stored_mb": "float64",
+    "saved_mb": "float64",
+    "dedup_ratio": "float64",
+    "is_total": "bool",
+    "error": "string",
+}
+
+#: One row per tar entry of every layer (``ContainerRegistry.layer_contents``).
+LAYER_FILE_COLUMNS: dict[str, str] = {
+    "layer": "int64",
+    "layer_digest": "string",
+    "path": "string",
+    "raw_name": "string",
+    "type": "string",
+    "size_bytes": "int64",
+    "mode": "int64",
+    "permissions": "string",
+    "uid": "int64",
+    "gid": "int64",
+    "mtime": _TIME,
+    "link_target": "string",
+    "deletes": "string",
+    "unsafe": "bool",
+    "flags": "object",
+}
+
+#: One row per layer as streamed (``WasteReport.layers``).
+LAYER_SCAN_COLUMNS: dict[str, str] = {
+    "index": "int64",
+    "digest": "string",
+    "media_type": "string",
+    "compression": "string",
+    "size_bytes": "int64",
+    "uncompressed_size_bytes": "int64",
+    "entries": "int64",
+    "added_bytes": "int64",
+    "wasted_bytes": "int64",
+    "removes_bytes": "int64",
+    "notes": "object",
+}
+
+#: One row per file version hidden in the final file system (``WasteReport.files``).
+WASTED_FILE_COLUMNS: dict[str, str] = {
+    "path": "string",
+    "type": "string",
+    "size_bytes": "int64",
+    "size_mb": "float64",
+    "layer": "int64",
+    "removed_in": "int64",
+    "how": "string",
+}
+
+#: One row per installed package (``ContainerRegistry.packages_frame``).
+PACKAGE_COLUMNS: dict[str, str] = {
+    "ecosystem": "string",
+    "name": "string",
+    "version": "string",
+    "architecture": "string",
+    "layer": "int64",
+    "layer_digest": "string",
+    "path": "string",
+}
+
+#: One row per vulnerability match of a Trivy or Grype report (``vulnerabilities_frame``).
+VULNERABILITY_COLUMNS: dict[str, str] = {
+    "id": "string",
+    "package": "string",
+    "installed_version": "string",
+    "fixed_version": "string",
+    "severity": "string",
+    "title": "string",
+    "source": "string",
+    "package_type": "string",
+    "target": "string",
+    "layer_digest": "string",
+    "data_source": "string",
+    "url": "string",
+}
+
+__all__ += [
+    "AUDIT_COLUMNS", "AUDIT_RULE_COLUMNS", "STORAGE_COLUMNS", "LAYER_FILE_COLUMNS",
+    "LAYER_SCAN_COLUMNS", "WASTED_FILE_COLUMNS", "PACKAGE_COLUMNS", "VULNERABILITY_COLUMNS",
+]

@@ -768,6 +768,59 @@ class ContainerRegistry:
         total = None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
         return {"uncompressed_size_bytes": total}
 
+    # ============================================================================
+    # Audits: findings per tag, storage, layer contents, wasted space, packages.
+    # Thin wrappers; the logic lives in registry_nb.audit (imported on first use).
+    # ============================================================================
+
+    def audit(self, repository: str | list[str] | None = None, limit: int | None = 100, *,
+              rules_off: tuple[str, ...] | list[str] = (), reports: dict[str, Any] | None = None,
+              platform: str | None = None, compare_with: tuple[str, ...] | list[str] = (),
+              now: datetime | None = None) -> pd.DataFrame:
+        """One row per tag with the listing's columns, audit facts and ``findings`` (rule ids).
+
+        See :func:`registry_nb.audit.audit`; :meth:`audit_rules` explains each rule.
+        """
+        from . import audit as _audit
+
+        return _audit.audit(self, repository, limit, rules_off=rules_off, reports=reports,
+                            platform=platform, compare_with=compare_with, now=now)
+
+    @staticmethod
+    def audit_rules() -> pd.DataFrame:
+        """The audit rules: id, severity, title, explanation, fix."""
+        from . import audit as _audit
+
+        return _audit.audit_rules()
+
+    def storage_frame(self, repository: str | list[str] | None = None,
+                      limit: int | None = None) -> pd.DataFrame:
+        """Unique blobs and bytes stored against the sum of image sizes, by repository."""
+        from . import audit as _audit
+
+        return _audit.storage_frame(self, repository, limit)
+
+    def layer_contents(self, image_name: str, image_tag: str = "latest", *,
+                       platform: str | None = None) -> pd.DataFrame:
+        """Every file of every layer, streamed (nothing written to disk); unsafe names flagged."""
+        from . import audit as _audit
+
+        return _audit.layer_contents(self, image_name, image_tag, platform=platform)
+
+    def wasted_space(self, image_name: str, image_tag: str = "latest", *,
+                     platform: str | None = None) -> Any:
+        """Files hidden by later layers, bytes wasted and efficiency (an audit.WasteReport)."""
+        from . import audit as _audit
+
+        return _audit.wasted_space(self, image_name, image_tag, platform=platform)
+
+    def packages_frame(self, image_name: str, image_tag: str = "latest", *,
+                       platform: str | None = None) -> pd.DataFrame:
+        """Installed packages (dpkg, apk, Python dist-info) with the layer each came from."""
+        from . import audit as _audit
+
+        return _audit.packages_frame(self, image_name, image_tag, platform=platform)
+
 
 
 def _build_stage(progress: ProgressCallback | None) -> ProgressCallback | None:
