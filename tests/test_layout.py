@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from faultproxy import FaultProxy
 from helpers import (
     REF_NAME,
     RegistryService,
@@ -25,6 +26,7 @@ from helpers import (
     skopeo_raw_manifest,
 )
 
+import registry_nb.distribution as dist
 from registry_nb import ContainerRegistry
 from registry_nb.copy import copy_image
 from registry_nb.errors import (
@@ -300,3 +302,24 @@ def test_archive_holding_an_oci_layout_keeps_digests(reg: ContainerRegistry, uni
         assert store.get_manifest(name).digest == image.manifest_digest
     loaded = reg.load_image(archive, unique_repo, "v1", source_tag="demo:v1")
     assert loaded["digest"] == image.manifest_digest
+
+
+def test_load_survives_a_dropped_chunked_upload(open_registry: RegistryService, unique_repo: str,
+                                               tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dist, "MONOLITHIC_LIMIT", 64 * KIB)
+    monkeypatch.setattr(dist, "UPLOAD_CHUNK", 256 * KIB)
+    image = make_oci_layout(tmp_path / "layout", {"big.bin": os.urandom(MIB)}, tag="v1")
+    layer = image.layers[0]
+    with FaultProxy(open_registry.url) as proxy:
+        # the first PATCH passes (a no-op fault: its answer has no body to corrupt);
+        # the registry takes the second, but its answer is lost (connection reset)
+        proxy.add_fault("PATCH", "/blobs/uploads/", corrupt_at=0)
+        proxy.add_fault("PATCH", "/blobs/uploads/", stall=0.1)
+        with ContainerRegistry(proxy.host) as through:
+            result = through.load_image(tmp_path / "layout", unique_repo, "v1")
+        patches = proxy.matching("PATCH", "/blobs/uploads/")
+    assert result["digest"] == image.manifest_digest
+    chunks = -(-layer.size // (256 * KIB))
+    assert chunks >= 4 and len(patches) > chunks  # the lost chunk was sent again
+    assert skopeo_digest(open_registry.ref(unique_repo, "v1")) == image.manifest_digest
