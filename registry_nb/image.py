@@ -15,6 +15,7 @@ must commit nothing until the iterator is exhausted without error.
 from __future__ import annotations
 
 import hashlib
+import logging
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -22,7 +23,13 @@ from functools import cached_property
 from typing import IO
 
 from .distribution import RegistryClient
-from .errors import DigestMismatchError, InvalidManifestError, RegistryError
+from .errors import (
+    AuthenticationError,
+    DigestMismatchError,
+    InvalidManifestError,
+    RegistryError,
+    RegistryHTTPError,
+)
 from .manifest import (
     DOCKER_LAYER,
     OCI_LAYER_GZIP,
@@ -49,6 +56,8 @@ __all__ = [
     "GZIP_LAYER_TYPES",
     "SMALL_BLOB",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Receives (bytes done, bytes total or None) while a blob moves.
 BlobProgress = Callable[[int, "int | None"], None]
@@ -383,7 +392,13 @@ class RegistryRepository(ImageStore, ImageSink):
         host, repository = origin
         if host != self.client.host or repository == self.repository:
             return False
-        location = self.client.mount_blob(self.repository, descriptor.digest, repository)
+        try:
+            location = self.client.mount_blob(self.repository, descriptor.digest, repository)
+        except (AuthenticationError, RegistryHTTPError) as exc:
+            # e.g. a token without pull on the other repository: upload instead
+            log.info("mount of %s from %s refused (%s); uploading", descriptor.digest,
+                     repository, exc)
+            return False
         if location is None:
             return True
         # The registry opened an upload instead; abandon it (it expires on its own).
