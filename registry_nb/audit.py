@@ -103,10 +103,6 @@ class Rule:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("unreadable", "medium", "Tag cannot be read",
-         "The manifest or config of this tag could not be fetched or parsed (a missing or "
-         "corrupt blob, a malformed document); pulls of it fail. The error column says why.",
-         "Re-push the image, or delete the tag."),
     Rule("schema1", "high", "Docker schema 1 manifest",
          "Schema 1 manifests are deprecated, unsigned in practice, and refused by current "
          "Docker and containerd releases.",
@@ -127,6 +123,10 @@ RULES: tuple[Rule, ...] = (
          "The config's rootfs.diff_ids does not have one entry per manifest layer; engines "
          "refuse to unpack the image.",
          "Rebuild and push the image with a standard tool."),
+    Rule("unreadable", "medium", "Tag cannot be read",
+         "The manifest or config of this tag could not be fetched or parsed (a missing or "
+         "corrupt blob, a malformed document); pulls of it fail. The error column says why.",
+         "Re-push the image, or delete the tag."),
     Rule("runs-as-root", "medium", "Runs as root",
          "The config's User is empty, 0 or root, so containers run as root unless the runtime "
          "says otherwise; a breakout then starts with root's privileges.",
