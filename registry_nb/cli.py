@@ -86,6 +86,13 @@ def _cmd_images(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_seed(args: argparse.Namespace) -> int:
+    from .demo import seed_demo_images
+
+    seed_demo_images(args.registry)
+    return 0
+
+
 def _cmd_lab(args: argparse.Namespace) -> int:
     notebook = Path(args.notebook)
     root = Path(args.root).resolve()
@@ -132,6 +139,13 @@ def _parser() -> argparse.ArgumentParser:
                             description="List the Docker engine's images, one row per tag.")
     images.add_argument("repository", nargs="?", help="only this repository")
     images.set_defaults(func=_cmd_images)
+
+    seed = sub.add_parser("seed", help="push the demo images into a registry",
+                          description="Push the notebooks' demo images (demo/*) into a "
+                                      "registry, without a Docker engine. Idempotent.")
+    seed.add_argument("registry", nargs="?", default="127.0.0.1:5000",
+                      help="registry host[:port] (127.0.0.1:5000)")
+    seed.set_defaults(func=_cmd_seed)
 
     lab = sub.add_parser("lab", help="start JupyterLab on the tour notebook",
                          description="Start JupyterLab on a notebook (the tour by default).")

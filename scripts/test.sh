@@ -27,9 +27,15 @@ export REGISTRY_NB_STATE=${REGISTRY_NB_STATE:-/tmp/registry-nb-services}
 echo "== starting test services in $REGISTRY_NB_STATE"
 .venv/bin/python scripts/services.py start
 trap '.venv/bin/python scripts/services.py stop' EXIT
+eval "$(.venv/bin/python scripts/services.py env)"
+
+echo "== seeding the demo images the notebooks use"
+export REGISTRY_NB_DEMO_REGISTRY="$REGISTRY_NB_OPEN"
+.venv/bin/registry-nb seed "$REGISTRY_NB_DEMO_REGISTRY" >/dev/null
 
 echo "== ruff"
 .venv/bin/ruff check .
 
-echo "== pytest"
-.venv/bin/python -m pytest -p no:cacheprovider "$@"
+echo "== pytest (tests, and the notebooks with nbval)"
+.venv/bin/python -m pytest -p no:cacheprovider --nbval-lax --ignore=tests/notebooks \
+  tests notebooks "$@"

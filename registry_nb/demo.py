@@ -1,0 +1,110 @@
+"""Demo images for the notebooks, Binder and the main command.
+
+:func:`seed_demo_images` pushes a small, fixed set of images into a registry with
+the project's own daemonless push (no Docker engine needed). Every image is built
+reproducibly from generated files with a fixed creation time, so the digests are
+the same on every machine and every run, and seeding twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .manifest import Index, Platform
+from .registry import ContainerRegistry
+
+__all__ = ["seed_demo_images", "DEMO_CREATED"]
+
+#: Creation time of every demo image (fixed, so digests never change).
+DEMO_CREATED = datetime(2024, 1, 15, 12, 0, tzinfo=timezone.utc)
+
+_OCI_LABELS = {
+    "org.opencontainers.image.source": "https://example.org/registry-nb/demo",
+    "org.opencontainers.image.version": "2",
+    "org.opencontainers.image.revision": "0123456789abcdef",
+    "org.opencontainers.image.created": "2024-01-15T12:00:00Z",
+}
+
+
+def _write(root: Path, files: dict[str, bytes]) -> Path:
+    for name, data in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root
+
+
+def _noise(size: int, seed: int) -> bytes:
+    """Incompressible but reproducible bytes."""
+    return random.Random(seed).randbytes(size)
+
+
+def seed_demo_images(registry_url: str = "127.0.0.1:5000", *,
+                     say: Callable[[str], None] = print) -> list[str]:
+    """Push the demo images into ``registry_url``; return their references.
+
+    ``demo/hello:1`` (= ``latest``), ``demo/hello:2``, ``demo/app:1.0``,
+    ``demo/big:1`` and ``demo/multiarch:1`` (an index of linux/amd64 and
+    linux/arm64). The base layer is shared between hello, app and big.
+    """
+    reg = ContainerRegistry(registry_url)
+    host = reg.registry_host
+    base_ref = f"{host}/demo/hello:1"
+    pushed: list[str] = []
+
+    def push(folder: Path, name: str, tag: str, **options: object) -> dict:
+        result = reg.image_from_directory(folder, name, tag, created=DEMO_CREATED, **options)
+        pushed.append(f"{host}/{name}:{tag}")
+        say(f"pushed {host}/{name}:{tag} {result['digest']}")
+        return result
+
+    with tempfile.TemporaryDirectory(prefix="registry-nb-demo-") as tmp:
+        root = Path(tmp)
+        base = _write(root / "base", {
+            "etc/os-release": b'NAME="registry_nb demo"\nID=demo\nVERSION_ID=1\n',
+            "hello.txt": b"Hello from a registry_nb demo image!\n",
+        })
+        push(base, "demo/hello", "1", cmd=["cat", "/hello.txt"],
+             env={"PATH": "/bin"})
+        hello1 = reg.client.get_manifest("demo/hello", "1")
+        reg.client.put_manifest("demo/hello", "latest", hello1.raw, hello1.media_type)
+        pushed.append(f"{host}/demo/hello:latest")
+
+        app = _write(root / "app", {"app/greeting.txt": b"Hello again, from version 2.\n"})
+        push(app, "demo/hello", "2", base=base_ref, workdir="/app",
+             cmd=["cat", "/app/greeting.txt"], labels=_OCI_LABELS, user="1000")
+
+        service = _write(root / "service", {
+            "srv/config.ini": b"[server]\nport = 8080\n",
+            "srv/README": b"A demo service image with findings for the audit notebook.\n",
+        })
+        push(service, "demo/app", "1.0", base=base_ref,
+             env={"API_TOKEN": "not-a-real-token", "LOG_LEVEL": "info"},
+             entrypoint=["cat"], cmd=["/srv/config.ini"])
+
+        big = _write(root / "big", {
+            "data/random.bin": _noise(3 * 1024 * 1024, seed=1),
+            "data/zeros.bin": bytes(4 * 1024 * 1024),
+        })
+        push(big, "demo/big", "1", base=base_ref, cmd=["ls", "-l", "/data"])
+
+        children = []
+        for platform in ("linux/amd64", "linux/arm64"):
+            arch = platform.split("/")[1]
+            folder = _write(root / f"arch-{arch}", {"arch.txt": f"built for {platform}\n".encode()})
+            result = push(folder, "demo/multiarch", f"1-{arch}", platform=platform,
+                          cmd=["cat", "/arch.txt"])
+            manifest = reg.client.get_manifest("demo/multiarch", result["digest"])
+            assert not isinstance(manifest, Index)
+            children.append(manifest.descriptor(platform=Platform.parse(platform)))
+        index = Index.build(children)
+        reg.client.put_manifest("demo/multiarch", "1", index.raw, index.media_type)
+        pushed.append(f"{host}/demo/multiarch:1")
+        say(f"pushed {host}/demo/multiarch:1 {index.digest}")
+    reg.close()
+    return pushed
+
