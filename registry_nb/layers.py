@@ -665,8 +665,20 @@ def read_layer(
             compressed_bytes=raw.consumed, uncompressed_bytes=inp.offset, entries=entries,
             contents=contents, notes=notes,
         )
+    except LayerReadError as exc:
+        _blame_the_source(raw, exc)
+        raise
     finally:
         raw.close()
+
+
+def _blame_the_source(raw: _ChunkStream, exc: LayerReadError) -> None:
+    """Read the rest of the blob: a verifying source then reports a corrupt blob as such."""
+    try:
+        while raw.read(READ_SIZE):
+            pass
+    except RegistryError as source_error:
+        raise source_error from exc
 
 
 # ------------------------------------------------------------------ the image

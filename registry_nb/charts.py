@@ -1,0 +1,189 @@
+"""matplotlib charts of audit results; each function returns a ``Figure``.
+
+Figures are made with :class:`matplotlib.figure.Figure` directly, never through
+``pyplot``: no global state, no GUI backend needed (safe under Agg, in threads and
+in tests), and nothing opens a window. In a notebook the returned figure shows
+as the cell's value; elsewhere ``fig.savefig("chart.png")``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+__all__ = ["size_by_repository", "layer_sizes", "age_histogram", "findings_by_rule",
+           "SEVERITY_COLORS"]
+
+#: Bar colours by audit severity.
+SEVERITY_COLORS = {"high": "#c0392b", "medium": "#e67e22", "low": "#f1c40f",
+                   "info": "#7f8c8d", None: "#95a5a6"}
+_MB = 1_000_000
+
+
+def _figure(width: float, height: float) -> tuple[Figure, Axes]:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _empty(ax: Axes, title: str, why: str) -> None:
+    ax.set_title(title)
+    ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _short(text: Any, limit: int = 40) -> str:
+    value = "" if text is None or (isinstance(text, float) and pd.isna(text)) else str(text)
+    value = " ".join(value.split())
+    return value if len(value) <= limit else value[:limit - 1] + "…"
+
+
+def size_by_repository(frame: pd.DataFrame, *, top: int = 15,
+                       title: str = "Size by repository") -> Figure:
+    """Horizontal bars per repository, largest first (at most ``top``).
+
+    From :meth:`~registry_nb.registry.ContainerRegistry.storage_frame`: the sum of
+    image sizes next to the bytes really stored (what deduplication saves is the
+    gap). From a registry listing or an audit: the sum of tag sizes next to the
+    size of distinct images (tags sharing a digest counted once).
+    """
+    height = 1.5 + 0.35 * min(top, max(len(frame), 1))
+    fig, ax = _figure(8, height)
+    if "stored_bytes" in frame.columns:
+        data = frame[~frame["is_total"].astype(bool)] if "is_total" in frame.columns else frame
+        table = pd.DataFrame({
+            "repository": data["repository"].astype(str),
+            "all tags": data["image_bytes"].astype(float) / _MB,
+            "stored": data["stored_bytes"].astype(float) / _MB,
+        })
+        labels = ("sum of image sizes", "stored once (deduplicated)")
+    else:
+        data = frame.dropna(subset=["size_bytes"]) if "size_bytes" in frame.columns else frame
+        if data.empty:
+            _empty(ax, title, "no image sizes to plot")
+            return fig
+        sizes = data.assign(size=data["size_bytes"].astype(float) / _MB)
+        distinct = sizes.drop_duplicates(subset=["repository", "digest"]) \
+            if "digest" in sizes.columns else sizes
+        table = pd.DataFrame({
+            "all tags": sizes.groupby("repository")["size"].sum(),
+            "stored": distinct.groupby("repository")["size"].sum(),
+        }).reset_index()
+        table["repository"] = table["repository"].astype(str)
+        labels = ("sum over tags", "distinct images")
+    if table.empty:
+        _empty(ax, title, "no repositories to plot")
+        return fig
+    table = table.sort_values("all tags", ascending=False).head(top).iloc[::-1]
+    positions = range(len(table))
+    ax.barh([p + 0.2 for p in positions], table["all tags"], height=0.4, label=labels[0],
+            color="#5dade2")
+    ax.barh([p - 0.2 for p in positions], table["stored"], height=0.4, label=labels[1],
+            color="#1f618d")
+    ax.set_yticks(list(positions), [_short(r, 45) for r in table["repository"]])
+    ax.set_xlabel("MB (compressed, 10^6 bytes)")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def layer_sizes(frame: pd.DataFrame, *, title: str = "Layer sizes") -> Figure:
+    """One bar per layer, bottom layer first: compressed size, and when the frame has
+    them, uncompressed size and the bytes later layers waste.
+
+    Takes :meth:`~registry_nb.registry.ContainerRegistry.layers_frame` (labels from
+    ``created_by``) or ``wasted_space(...).layers``.
+    """
+    fig, ax = _figure(9, 4.5)
+    if frame.empty:
+        _empty(ax, title, "no layers")
+        return fig
+    index = frame["index"].astype(int).tolist() if "index" in frame.columns \
+        else list(range(len(frame)))
+    series = [("compressed", frame["size_bytes"], "#1f618d")]
+    for column, label, color in (("uncompressed_size_bytes", "uncompressed", "#5dade2"),
+                                 ("wasted_bytes", "wasted later", "#c0392b")):
+        if column in frame.columns and frame[column].notna().any():
+            series.append((label, frame[column], color))
+    width = 0.8 / len(series)
+    for i, (label, values, color) in enumerate(series):
+        offset = (i - (len(series) - 1) / 2) * width
+        ax.bar([x + offset for x in range(len(index))],
+               pd.to_numeric(values, errors="coerce").fillna(0).astype(float) / _MB,
+               width=width, label=label, color=color)
+    if "created_by" in frame.columns:
+        ticks = [f"{i}: {_short(c, 28)}" for i, c in zip(index, frame["created_by"], strict=True)]
+        ax.set_xticks(range(len(index)), ticks, rotation=30, ha="right", fontsize=8)
+    else:
+        ax.set_xticks(range(len(index)), [str(i) for i in index])
+        ax.set_xlabel("layer")
+    ax.set_ylabel("MB (10^6 bytes)")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def age_histogram(frame: pd.DataFrame, *, bins: int = 20, stale_after: float | None = 365,
+                  title: str = "Image age") -> Figure:
+    """Histogram of image ages in days (``age_days``, else computed from ``created``)."""
+    fig, ax = _figure(8, 4)
+    if "age_days" in frame.columns:
+        ages = pd.to_numeric(frame["age_days"], errors="coerce").dropna()
+    elif "created" in frame.columns:
+        created = pd.to_datetime(frame["created"], utc=True, errors="coerce").dropna()
+        ages = (pd.Timestamp.now(tz="UTC") - created).dt.total_seconds() / 86400
+    else:
+        ages = pd.Series([], dtype=float)
+    if ages.empty:
+        _empty(ax, title, "no creation times to plot")
+        return fig
+    ax.hist(ages, bins=bins, color="#1f618d", edgecolor="white")
+    if stale_after is not None:
+        ax.axvline(stale_after, color="#c0392b", linestyle="--",
+                   label=f"stale after {stale_after:g} days")
+        ax.legend()
+    ax.set_xlabel("age (days since the image was built)")
+    ax.set_ylabel("tags")
+    ax.set_title(title)
+    return fig
+
+
+def findings_by_rule(frame: pd.DataFrame, *, rules: pd.DataFrame | None = None,
+                     title: str = "Findings by rule") -> Figure:
+    """How many tags each rule flags, coloured by severity (``audit()`` output)."""
+    counts: Counter[str] = Counter()
+    for findings in frame.get("findings", pd.Series([], dtype=object)):
+        if isinstance(findings, Iterable) and not isinstance(findings, str):
+            counts.update(findings)
+    severity: dict[str, str] = {}
+    if rules is None:
+        from .audit import audit_rules  # charts sit beside the facade; imported on use
+
+        rules = audit_rules()
+    severity = dict(zip(rules["id"].astype(str), rules["severity"].astype(str), strict=True))
+    fig, ax = _figure(8, 1.5 + 0.35 * max(len(counts), 1))
+    if not counts:
+        _empty(ax, title, "no findings")
+        return fig
+    order = ("high", "medium", "low", "info")
+    items = sorted(counts.items(),
+                   key=lambda kv: (order.index(severity[kv[0]]) if severity.get(kv[0]) in order
+                                   else len(order), -kv[1], kv[0]))[::-1]
+    ax.barh([k for k, _ in items], [v for _, v in items],
+            color=[SEVERITY_COLORS.get(severity.get(k)) for k, _ in items])
+    for y, (_, value) in enumerate(items):
+        ax.text(value, y, f" {value}", va="center", fontsize=8)
+    handles = [ax.bar(0, 0, color=SEVERITY_COLORS[s], label=s)[0] for s in order
+               if s in {severity.get(k) for k in counts}]
+    ax.legend(handles=handles, title="severity", loc="lower right")
+    ax.set_xlabel("tags flagged")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
