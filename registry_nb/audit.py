@@ -17,6 +17,7 @@ import logging
 import re
 import stat
 import threading
+import weakref
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -152,7 +153,8 @@ RULES: tuple[Rule, ...] = (
          "Tag each push with a version or commit too (1.4.2, sha-abc1234)."),
     Rule("stale-image", "low", "Old image",
          f"The image was built more than {STALE_AFTER_DAYS} days ago, so its packages miss a "
-         "year of security fixes.",
+         "year of security fixes. Images without a creation time, or dated 1970-01-01 (what "
+         "reproducible builds write), have no age and are not reported.",
          "Rebuild regularly on a current base image."),
     Rule("uncompressed-layers", "low", "Uncompressed layers",
          "Some layers are plain tar, so pulls move several times the bytes they need to.",
@@ -378,7 +380,8 @@ def _report_key(reg: ContainerRegistry, key: str) -> str:
 
 def audit(reg: ContainerRegistry, repository: str | Iterable[str] | None = None,
           limit: int | None = 100, *, rules_off: Iterable[str] = (),
-          reports: Mapping[str, Report] | None = None, platform: str | None = None,
+          reports: Mapping[str, Report | pd.DataFrame] | None = None,
+          platform: str | None = None,
           compare_with: Iterable[str] = (), now: datetime | None = None) -> pd.DataFrame:
     """One row per tag: the listing's columns, the facts the rules check, the findings.
 
@@ -386,7 +389,8 @@ def audit(reg: ContainerRegistry, repository: str | Iterable[str] | None = None,
     ``limit`` tags). Layers count as shared when another audited repository, or one
     of ``compare_with``, uses them; ``shared_bytes`` is what storing them once saves
     this image. ``reports`` maps ``repo:tag`` (or ``repo@sha256:…``) to a Trivy or
-    Grype report (path, dict or JSON) and fills the ``vuln_*`` counts. ``rules_off``
+    Grype report (path, dict, JSON, or a ``vulnerabilities_frame``) and fills the
+    ``vuln_*`` counts (``vuln_low`` includes Grype's negligible). ``rules_off``
     lists rule ids to skip (unknown ids raise ValueError). ``now`` fixes "today" for
     ``age_days``.
     """
@@ -424,7 +428,8 @@ def audit(reg: ContainerRegistry, repository: str | Iterable[str] | None = None,
     return build_frame(rows, AUDIT_COLUMNS)
 
 
-def _vulnerability_counts(reg: ContainerRegistry, reports: Mapping[str, Report] | None,
+def _vulnerability_counts(reg: ContainerRegistry,
+                          reports: Mapping[str, Report | pd.DataFrame] | None,
                           tags: list[_Tag]) -> dict[int, dict[str, int]]:
     """Row position -> severity counts, for the rows a report names."""
     if not reports:
@@ -441,7 +446,8 @@ def _vulnerability_counts(reg: ContainerRegistry, reports: Mapping[str, Report] 
         if where is None:
             log.warning("audit: no audited tag matches the report for %r", key)
             continue
-        out[where] = severity_counts(vulnerabilities_frame(report))
+        frame = report if isinstance(report, pd.DataFrame) else vulnerabilities_frame(report)
+        out[where] = severity_counts(frame)
     return out
 
 
@@ -467,7 +473,7 @@ def _row(reg: ContainerRegistry, found: _Tag, now: datetime, owners: dict[str, s
         largest = max(layers.values(), default=0)
         created = to_utc(config.created)
         age = None
-        if created is not None:
+        if created is not None and created.value > 0:  # 1970 is a reproducible build's "unset"
             age = round((now - created.to_pydatetime()).total_seconds() / 86400, 2)
         me = f"{name}:{found.tag}"
         same = sorted(by_digest.get(top.digest, []))
@@ -644,9 +650,10 @@ def _storage_row(name: str, tags: int, manifests: int, blobs: int, image: int, s
 
 # ------------------------------------------------------------------ layer contents
 
-#: Image scans kept per process (the last few images read), keyed by manifest digest.
+#: Image scans kept per facade (the last few images read), keyed by manifest digest.
 SCAN_CACHE_SIZE = 4
-_scans: OrderedDict[tuple[str, str, str], ImageScan] = OrderedDict()
+_scans: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[str, str], ImageScan]] = \
+    weakref.WeakKeyDictionary()
 _scans_lock = threading.Lock()
 
 
@@ -659,18 +666,19 @@ def scan(reg: ContainerRegistry, image_name: str, image_tag: str = "latest", *,
     """
     ref = reg._reference(image_name, image_tag)
     _, manifest, _, _ = reg._resolve(ref.repository, ref.identifier, platform)
-    key = (reg.registry_host, ref.repository, manifest.digest)
+    key = (ref.repository, manifest.digest)
     with _scans_lock:
-        if key in _scans:
-            _scans.move_to_end(key)
-            return manifest, _scans[key]
+        cache = _scans.setdefault(reg, OrderedDict())
+        if key in cache:
+            cache.move_to_end(key)
+            return manifest, cache[key]
     client = reg.client
     result = scan_image(manifest.layers,
                         lambda d: client.iter_blob(ref.repository, d.digest, size=d.size))
     with _scans_lock:
-        _scans[key] = result
-        while len(_scans) > SCAN_CACHE_SIZE:
-            _scans.popitem(last=False)
+        cache[key] = result
+        while len(cache) > SCAN_CACHE_SIZE:
+            cache.popitem(last=False)
     return manifest, result
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 __all__ = ["size_by_repository", "layer_sizes", "age_histogram", "findings_by_rule",
            "SEVERITY_COLORS"]
@@ -85,7 +86,11 @@ def size_by_repository(frame: pd.DataFrame, *, top: int = 15,
             color="#5dade2")
     ax.barh([p - 0.2 for p in positions], table["stored"], height=0.4, label=labels[1],
             color="#1f618d")
+    for y, (total, stored) in enumerate(zip(table["all tags"], table["stored"], strict=True)):
+        ax.text(max(total, stored), y, f" {total:,.1f} / {stored:,.1f} MB", va="center",
+                fontsize=7, color="0.25")
     ax.set_yticks(list(positions), [_short(r, 45) for r in table["repository"]])
+    ax.margins(x=0.18)
     ax.set_xlabel("MB (compressed, 10^6 bytes)")
     ax.set_title(title)
     ax.legend(loc="lower right")
@@ -180,7 +185,7 @@ def findings_by_rule(frame: pd.DataFrame, *, rules: pd.DataFrame | None = None,
             color=[SEVERITY_COLORS.get(severity.get(k)) for k, _ in items])
     for y, (_, value) in enumerate(items):
         ax.text(value, y, f" {value}", va="center", fontsize=8)
-    handles = [ax.bar(0, 0, color=SEVERITY_COLORS[s], label=s)[0] for s in order
+    handles = [Patch(color=SEVERITY_COLORS[s], label=s) for s in order
                if s in {severity.get(k) for k in counts}]
     ax.legend(handles=handles, title="severity", loc="lower right")
     ax.set_xlabel("tags flagged")

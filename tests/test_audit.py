@@ -48,6 +48,7 @@ from registry_nb.frames import (
     STORAGE_COLUMNS,
     WASTED_FILE_COLUMNS,
 )
+from registry_nb.vulns import vulnerabilities_frame
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -288,11 +289,16 @@ def test_stale_image(reg: ContainerRegistry, open_registry, unique_repo: str) ->
         "created": "2020-01-01T00:00:00Z", "history": [{"created": "2020-01-01T00:00:00Z"}]})
     seed_image(open_registry, unique_repo, "fresh")
     seed_image(open_registry, unique_repo, "undated", config_overrides={"created": ""})
+    seed_image(open_registry, unique_repo, "epoch", files={"e": b"e"},
+               config_overrides={"created": "1970-01-01T00:00:00Z"})
     frame = reg.audit(unique_repo, now=NOW)
-    old, fresh, undated = row_of(frame, "old"), row_of(frame, "fresh"), row_of(frame, "undated")
+    old, fresh = row_of(frame, "old"), row_of(frame, "fresh")
     assert old["age_days"] == 1461.0 and "stale-image" in old["findings"]
     assert fresh["age_days"] == AGE and "stale-image" not in fresh["findings"]
-    assert pd.isna(undated["age_days"]) and "stale-image" not in undated["findings"]
+    for tag in ("undated", "epoch"):  # no creation time, or a reproducible build's 1970
+        row = row_of(frame, tag)
+        assert pd.isna(row["age_days"]) and "stale-image" not in row["findings"]
+    assert row_of(frame, "epoch")["created"] == pd.Timestamp(0, tz="UTC")
 
 
 def test_large_layer(reg: ContainerRegistry, open_registry, unique_repo: str) -> None:
@@ -415,7 +421,8 @@ def test_vulnerability_counts(reg: ContainerRegistry, open_registry, unique_repo
          "artifact": {"name": "r", "version": "1"}}]}))
     d_digest = skopeo_digest(open_registry.ref(unique_repo, "d"))
     reports = {f"{unique_repo}:a": trivy, f"{open_registry.host}/{unique_repo}:b": grype,
-               f"{unique_repo}@{d_digest}": {"matches": []}, "somewhere/else:1": trivy}
+               f"{unique_repo}@{d_digest}": vulnerabilities_frame({"matches": []}),
+               "somewhere/else:1": trivy}
     frame = reg.audit(unique_repo, reports=reports)
     a, b, c, d = (row_of(frame, t) for t in "abcd")
     assert (a["vuln_critical"], a["vuln_high"], a["vuln_medium"], a["vuln_low"],
