@@ -36,7 +36,7 @@ from helpers import (
     skopeo_raw_manifest,
 )
 
-from registry_nb import ContainerRegistry
+from registry_nb import ContainerRegistry, RegistryCredentials
 from registry_nb.audit import RULES, audit_rules
 from registry_nb.errors import DigestMismatchError, ImageNotFoundError, UnsupportedMediaTypeError
 from registry_nb.frames import (
@@ -723,3 +723,20 @@ def test_corrupt_layer_blob_raises_digest_mismatch(reg: ContainerRegistry, open_
     for _ in range(2):  # the source's verdict wins, and nothing half-read is kept
         with pytest.raises(DigestMismatchError):
             reg.layer_contents(unique_repo, "1")
+
+
+@pytest.mark.parametrize("which", ["basic", "token"])
+def test_audits_through_authenticated_registries(which: str, basic_registry, token_registry,
+                                                 unique_repo: str) -> None:
+    service = basic_registry if which == "basic" else token_registry
+    seed_image(service, unique_repo, "1", files={"var/lib/dpkg/status":
+                                                 b"Package: p\nVersion: 9\n"})
+    creds = RegistryCredentials(username=service.username, password=service.password,
+                                registry_url=service.host)
+    with ContainerRegistry(service.host, credentials=creds) as registry:
+        row = row_of(registry.audit(unique_repo), "1")
+        assert pd.isna(row["error"]) and "runs-as-root" in row["findings"]
+        assert registry.layer_contents(unique_repo, "1")["path"].tolist()[-1] == \
+            "/var/lib/dpkg/status"
+        assert registry.packages_frame(unique_repo, "1")["name"].tolist() == ["p"]
+        assert registry.storage_frame(unique_repo).iloc[0]["blob_count"] == 3
