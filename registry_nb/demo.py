@@ -30,6 +30,19 @@ _OCI_LABELS = {
 }
 
 
+_DPKG_STATUS = b"""Package: base-files
+Status: install ok installed
+Architecture: amd64
+Version: 12.4+deb12u5
+
+Package: openssl
+Status: install ok installed
+Architecture: amd64
+Version: 3.0.11-1~deb12u2
+
+"""
+
+
 def _write(root: Path, files: dict[str, bytes]) -> Path:
     for name, data in files.items():
         path = root / name
@@ -47,9 +60,10 @@ def seed_demo_images(registry_url: str = "127.0.0.1:5000", *,
                      say: Callable[[str], None] = print) -> list[str]:
     """Push the demo images into ``registry_url``; return their references.
 
-    ``demo/hello:1`` (= ``latest``), ``demo/hello:2``, ``demo/app:1.0``,
-    ``demo/big:1`` and ``demo/multiarch:1`` (an index of linux/amd64 and
-    linux/arm64). The base layer is shared between hello, app and big.
+    ``demo/hello:1`` (= ``latest``), ``demo/hello:2``, ``demo/app:1.0`` (with
+    audit findings and package databases), ``demo/big:1`` and ``demo/big:2`` (which
+    overwrites and deletes big files: wasted space), and ``demo/multiarch:1`` (an
+    index of linux/amd64 and linux/arm64). The base layer is shared.
     """
     reg = ContainerRegistry(registry_url)
     host = reg.registry_host
@@ -81,6 +95,9 @@ def seed_demo_images(registry_url: str = "127.0.0.1:5000", *,
         service = _write(root / "service", {
             "srv/config.ini": b"[server]\nport = 8080\n",
             "srv/README": b"A demo service image with findings for the audit notebook.\n",
+            "var/lib/dpkg/status": _DPKG_STATUS,
+            "usr/lib/python3/dist-packages/requests-2.31.0.dist-info/METADATA":
+                b"Metadata-Version: 2.1\nName: requests\nVersion: 2.31.0\n",
         })
         push(service, "demo/app", "1.0", base=base_ref,
              env={"API_TOKEN": "not-a-real-token", "LOG_LEVEL": "info"},
@@ -91,6 +108,13 @@ def seed_demo_images(registry_url: str = "127.0.0.1:5000", *,
             "data/zeros.bin": bytes(4 * 1024 * 1024),
         })
         push(big, "demo/big", "1", base=base_ref, cmd=["ls", "-l", "/data"])
+        # version 2 replaces one file and deletes the other (a whiteout): the bytes of
+        # version 1 still travel with every pull, which the audit calls wasted space
+        slim = _write(root / "slim", {
+            "data/random.bin": _noise(64 * 1024, seed=2),
+            "data/.wh.zeros.bin": b"",
+        })
+        push(slim, "demo/big", "2", base=f"{host}/demo/big:1")
 
         children = []
         for platform in ("linux/amd64", "linux/arm64"):
