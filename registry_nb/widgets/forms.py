@@ -1,0 +1,696 @@
+"""Push, pull and build forms: one worker thread per form, live progress, layer chart.
+
+Threading rules (what keeps a kernel's widgets sane): every widget is created on
+the thread that builds the form or clicks its button (the kernel's main thread);
+the worker only sets values, inside ``hold_sync()``, at most once per
+``interval`` seconds (:class:`~registry_nb.progress.Throttle`) plus a final
+redraw; its output goes through ``Output.append_stdout`` and
+``append_display_data``, never ``with output:``.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import ipywidgets as widgets
+from IPython.display import HTML, Image
+
+from ..auth import RegistryCredentials
+from ..errors import BuildError, OperationCancelled, RegistryError
+from ..progress import (
+    ProgressAggregator,
+    ProgressCallback,
+    ProgressEvent,
+    ProgressSnapshot,
+    Throttle,
+)
+from ..registry import ContainerRegistry
+from ._common import (
+    BoundedLog,
+    FormInputError,
+    SpeedMeter,
+    describe_error,
+    ensure_shell,
+    held,
+    human_bytes,
+    kv_table,
+    status_html,
+)
+from .charts import figure_png, layer_chart
+
+__all__ = ["OperationForm", "PushForm", "PullForm", "BuildForm", "parse_build_args"]
+
+log = logging.getLogger(__name__)
+
+_WIDE = widgets.Layout(width="420px")
+_LABEL_STYLE = {"description_width": "110px"}
+
+
+def parse_build_args(text: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines to a dict; blank lines and ``#`` comments are skipped."""
+    args: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise FormInputError(f"build args line {number} ({line!r}) is not KEY=VALUE",
+                                 hint="Write one KEY=VALUE per line.")
+        args[key.strip()] = value
+    return args
+
+
+class _LayerRow:
+    """One layer's bar: short id, progress, bytes and status."""
+
+    def __init__(self) -> None:
+        self.name = widgets.Label(layout=widgets.Layout(width="110px"))
+        self.bar = widgets.FloatProgress(value=0, min=0, max=100,
+                                         layout=widgets.Layout(width="240px"))
+        self.text = widgets.Label()
+        self.box = widgets.HBox([self.name, self.bar, self.text],
+                                layout=widgets.Layout(display="none"))
+        self.box.add_class("registry-nb-layer")
+        self.widgets = (self.name, self.bar, self.text, self.box, self.box.layout)
+
+    def hide(self) -> None:
+        self.box.layout.display = "none"
+        self.bar.value = 0
+        self.bar.bar_style = ""
+
+    def show(self, layer: Any) -> None:
+        """Show ``layer`` (a :class:`~registry_nb.progress.LayerProgress`)."""
+        self.box.layout.display = "flex"
+        self.name.value = layer.layer[:12]
+        if layer.completed:
+            percent = 100.0
+        elif layer.total:
+            percent = 100.0 * min(layer.current / layer.total, 1.0)
+        else:
+            percent = 0.0
+        self.bar.value = percent
+        self.bar.bar_style = "success" if layer.completed else ""
+        size = (f"{human_bytes(layer.current)} / {human_bytes(layer.total)}"
+                if layer.total else "")
+        self.text.value = " · ".join(p for p in (layer.status, size) if p)
+
+
+class OperationForm(widgets.VBox):
+    """Base of the push, pull and build forms (see the module doc for the threading rules).
+
+    ``run_button.click()`` (or :meth:`start`) runs the operation on a worker
+    thread; :meth:`wait` returns its result dict or raises what it raised;
+    ``result``, ``error``, ``state`` and ``progress`` can be read at any time.
+    ``progress=`` adds a listener that sees every :class:`ProgressEvent`.
+    Credentials typed into ``username``/``password`` are used for one run only: the
+    password box is emptied when the run starts. A password without a username is
+    sent as a registry token.
+    """
+
+    kind: ClassVar[str] = "operation"
+    verb: ClassVar[str] = "Run"
+    done_verb: ClassVar[str] = "Done"
+    icon: ClassVar[str] = "play"
+
+    def __init__(self, registry: ContainerRegistry, *, progress: ProgressCallback | None = None,
+                 interval: float = 0.1, max_log_lines: int = 400,
+                 max_layer_bars: int = 24) -> None:
+        ensure_shell()
+        self.registry = registry
+        self.listener = progress
+        self.interval = interval
+        self.max_layer_bars = max_layer_bars
+        self.result: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+        self.state = "idle"
+        self.run_count = 0
+        self.redraws = 0
+        self.chart_png: bytes | None = None
+        self._lock = threading.Lock()
+        self._running = False
+        self._done = threading.Event()
+        self._done.set()
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._rows: list[_LayerRow] = []
+
+        self.username = widgets.Text(description="Username", placeholder="optional",
+                                     style=_LABEL_STYLE, layout=_WIDE)
+        self.password = widgets.Password(description="Password",
+                                         placeholder="optional; not kept after use",
+                                         style=_LABEL_STYLE, layout=_WIDE)
+        self.run_button = widgets.Button(description=self.verb, button_style="primary",
+                                         icon=self.icon, tooltip=f"{self.verb} the image")
+        self.cancel_button = widgets.Button(description="Cancel", icon="stop", disabled=True,
+                                            tooltip="Stop after the current progress event")
+        self.progress = widgets.FloatProgress(value=0, min=0, max=100, description="Overall",
+                                              style=_LABEL_STYLE,
+                                              layout=widgets.Layout(width="420px"))
+        self.progress.add_class("registry-nb-overall")
+        self.transfer = widgets.Label("")
+        self.layers_box = widgets.VBox([])
+        self.layers_more = widgets.Label("", layout=widgets.Layout(display="none"))
+        self.status = widgets.HTML(status_html("idle", "Ready."))
+        self.log_output = widgets.Output(layout=widgets.Layout(
+            max_height="180px", overflow="auto", border="1px solid #ddd"))
+        self.log_output.add_class("registry-nb-log")
+        self.result_panel = widgets.Output()
+        self.result_panel.add_class("registry-nb-result")
+        self._log = BoundedLog(self.log_output, max_log_lines)
+
+        self.run_button.on_click(lambda _button: self.start())
+        self.cancel_button.on_click(lambda _button: self.cancel())
+        super().__init__(children=[
+            widgets.HTML(f"<b>{html.escape(self.title())}</b> "
+                         f"<code>{html.escape(registry.registry_host or 'docker.io')}</code>"),
+            *self._inputs(),
+            self.username, self.password,
+            widgets.HBox([self.run_button, self.cancel_button]),
+            widgets.HBox([self.progress, self.transfer]),
+            self.layers_box, self.layers_more,
+            self.status,
+            widgets.Label("Log"), self.log_output,
+            self.result_panel,
+        ])
+        self.add_class("registry-nb-form")
+        self.add_class(f"registry-nb-{self.kind}")
+
+    # ------------------------------------------------------------ subclass API
+
+    def title(self) -> str:
+        """The heading shown above the inputs."""
+        return f"{self.verb} an image"
+
+    def _inputs(self) -> list[widgets.Widget]:
+        """The operation's own input widgets (created in the subclass's __init__)."""
+        return []
+
+    def _read(self) -> dict[str, Any]:
+        """Copy the input values (main thread) for the worker."""
+        return {}
+
+    def _operate(self, registry: ContainerRegistry, params: dict[str, Any],
+                 progress: ProgressCallback, cancel: threading.Event) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _chart_target(self, params: dict[str, Any]) -> tuple[str, str]:
+        return params["name"], params["tag"]
+
+    def _describe(self, result: dict[str, Any]) -> str:
+        return f"{self.done_verb} {result.get('image', '')}"
+
+    # ------------------------------------------------------------ public API
+
+    @property
+    def log_text(self) -> str:
+        """The log's newest lines (at most ``max_log_lines``) as one string."""
+        return "\n".join(self._log.lines)
+
+    @property
+    def running(self) -> bool:
+        """True while a run is in progress."""
+        return self._running
+
+    def start(self) -> bool:
+        """Start a run on a worker thread; False (and nothing started) if one is running."""
+        with self._lock:
+            if self._running:
+                return False
+            self._running = True
+        params = self._read()
+        credentials = self._take_credentials()
+        self._cancel = threading.Event()
+        self._done.clear()
+        self.result = None
+        self.error = None
+        self.chart_png = None
+        self.state = "running"
+        self.run_count += 1
+        self._ensure_rows()
+        with held(self.progress, self.transfer, self.status, self.run_button,
+                  self.cancel_button, self.layers_more, self.log_output, self.result_panel):
+            for row in self._rows:
+                row.hide()
+            self.layers_more.layout.display = "none"
+            self.progress.value = 0
+            self.progress.bar_style = "info"
+            self.progress.description = "Overall"
+            self.transfer.value = ""
+            self._log.clear()
+            self.result_panel.outputs = ()
+            self.status.value = status_html("running", f"{self.verb}: starting…")
+            self.run_button.disabled = True
+            self.cancel_button.disabled = False
+        self._thread = threading.Thread(target=self._work, args=(params, credentials),
+                                        name=f"registry-nb-{self.kind}-form", daemon=True)
+        self._thread.start()
+        return True
+
+    def cancel(self) -> None:
+        """Ask the running operation to stop at its next progress event."""
+        if not self._running or self._cancel.is_set():
+            return
+        self._cancel.set()
+        with held(self.status, self.cancel_button):
+            self.cancel_button.disabled = True
+            self.status.value = status_html("running", "Cancelling…",
+                                            "stopping at the next progress event")
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        """Wait for the run; return its result dict or raise what the operation raised.
+
+        Raises :class:`TimeoutError` if it is still running after ``timeout`` seconds.
+        """
+        if self.run_count == 0:
+            raise RuntimeError("nothing has run yet: click the run button (or call start())")
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"the {self.kind} is still running after {timeout} s")
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+    # ------------------------------------------------------------ internals
+
+    def _take_credentials(self) -> RegistryCredentials | None:
+        """Credentials for this run; the password box is emptied at once."""
+        secret = self.password.value
+        if secret:
+            self.password.value = ""
+        user = self.username.value.strip()
+        if not secret:
+            return None
+        url = self.registry.registry_url
+        if user:
+            return RegistryCredentials(username=user, password=secret, registry_url=url)
+        return RegistryCredentials(token=secret, registry_url=url)
+
+    def _registry_for(self, credentials: RegistryCredentials | None) -> ContainerRegistry:
+        """The form's registry, or a copy of it with this run's credentials."""
+        base = self.registry
+        if credentials is None:
+            return base
+        return ContainerRegistry(base.registry_url, credentials=credentials,
+                                 insecure=base.insecure, ca_bundle=base.ca_bundle,
+                                 engine=base.engine, max_workers=base.max_workers)
+
+    def _ensure_rows(self) -> None:
+        """Create the layer bars once, on the calling (main) thread; the worker shows them."""
+        if not self._rows:
+            self._rows = [_LayerRow() for _ in range(self.max_layer_bars)]
+            self.layers_box.children = [row.box for row in self._rows]
+
+    def _new_tracker(self) -> _Tracker:
+        return _Tracker()
+
+    def _work(self, params: dict[str, Any], credentials: RegistryCredentials | None) -> None:
+        """The worker thread: run, redraw (throttled), then show the outcome."""
+        tracker = self._new_tracker()
+        throttle = Throttle(lambda _event: self._redraw(tracker), self.interval)
+        registry = self.registry
+        started = time.monotonic()
+
+        def on_event(event: ProgressEvent) -> None:
+            tracker.update(event)
+            line = tracker.log_line(event)
+            if line:
+                self._log.add(line)
+            throttle(event)
+            if self.listener is not None:
+                try:
+                    self.listener(event)
+                except Exception:  # a listener's bug never stops the operation
+                    log.exception("progress listener failed")
+
+        result: dict[str, Any] | None = None
+        error: BaseException | None = None
+        try:
+            registry = self._registry_for(credentials)
+            credentials = None
+            result = self._operate(registry, params, on_event, self._cancel)
+        except BaseException as exc:  # shown in the form, re-raised by wait()
+            error = exc
+        if error is None and not isinstance(result, dict):
+            error = TypeError(f"the {self.kind} returned {type(result).__name__}, not a dict")
+        try:
+            throttle.flush()
+            self._finish(tracker, params, registry, result, error, time.monotonic() - started)
+        except Exception:  # the outcome still reaches result/error below
+            log.exception("the %s form could not show its outcome", self.kind)
+        finally:
+            if error is not None:
+                self.state = "cancelled" if isinstance(error, OperationCancelled) else "failed"
+            else:
+                assert result is not None
+                self.state = "simulated" if result.get("status") == "simulated" else "success"
+            self.result = None if error is not None else result
+            self.error = error
+            if registry is not self.registry:
+                try:
+                    registry.client.close()
+                except Exception:
+                    log.debug("closing the run's registry client failed", exc_info=True)
+            with held(self.run_button, self.cancel_button):
+                self.run_button.disabled = False
+                self.cancel_button.disabled = True
+            self._running = False
+            self._done.set()
+
+    def _redraw(self, tracker: _Tracker, final: bool = False) -> None:
+        """Set the live widgets from the tracker (worker thread, inside hold_sync)."""
+        self.redraws += 1
+        snap = tracker.layer_snapshot()
+        layers = list(snap.layers.values())
+        shown = layers[: len(self._rows)]
+        row_widgets = [w for row in self._rows[: len(shown)] for w in row.widgets]
+        with held(self.progress, self.transfer, self.status, self.layers_more,
+                  self.layers_more.layout, self.log_output, *row_widgets):
+            fraction = tracker.fraction()
+            if fraction is not None:
+                self.progress.value = round(100.0 * fraction, 1)
+            self.transfer.value = tracker.transfer_text()
+            for row, layer in zip(self._rows, shown, strict=False):
+                row.show(layer)
+            extra = len(layers) - len(shown)
+            self.layers_more.value = (f"+ {extra} more layers (counted in the overall bar)"
+                                      if extra > 0 else "")
+            self.layers_more.layout.display = "flex" if extra > 0 else "none"
+            if not final:
+                if self._cancel.is_set():
+                    self.status.value = status_html("running", "Cancelling…",
+                                                    "stopping at the next progress event")
+                else:
+                    self.status.value = status_html("running", f"{self.verb}: "
+                                                    f"{tracker.headline()}")
+            self._log.flush()
+
+    def _finish(self, tracker: _Tracker, params: dict[str, Any], registry: ContainerRegistry,
+                result: dict[str, Any] | None, error: BaseException | None,
+                elapsed: float) -> None:
+        """Show the outcome: success (with chart), simulated, cancelled or failed."""
+        self._redraw(tracker, final=True)
+        if error is not None:
+            self._show_error(error)
+            return
+        assert result is not None
+        if result.get("status") == "simulated":
+            with held(self.progress, self.status, self.result_panel):
+                self.progress.bar_style = "warning"
+                self.progress.description = "Simulated"
+                self.status.value = status_html(
+                    "simulated", f"Simulated: nothing was {self.done_verb.lower()}.",
+                    str(result.get("message", "")))
+                self.result_panel.append_display_data(HTML(
+                    "<p><b>Simulated result</b> (no Docker engine): "
+                    f"{html.escape(str(result.get('message', '')))}</p>" + kv_table(result)))
+            return
+        speed = tracker.average_speed(elapsed)
+        with held(self.progress, self.transfer, self.status, self.result_panel):
+            self.progress.value = self.progress.max
+            self.progress.bar_style = "success"
+            self.progress.description = "Overall"
+            if speed:
+                self.transfer.value = f"{tracker.transfer_text(speed=False)} · " \
+                                      f"avg {human_bytes(speed)}/s"
+            self.status.value = status_html("success", self._describe(result),
+                                            f"in {elapsed:.1f} s; loading the layer chart…")
+            self.result_panel.append_display_data(HTML(kv_table(result)))
+        with held(self.status, self.result_panel):
+            note = self._show_chart(registry, *self._chart_target(params),
+                                    title=str(result.get("image", "")))
+            self.status.value = status_html("success", self._describe(result),
+                                            f"in {elapsed:.1f} s{note}")
+
+    def _show_chart(self, registry: ContainerRegistry, name: str, tag: str, title: str) -> str:
+        """Append the layer chart to the result panel; return a note if it failed."""
+        try:
+            frame = registry.layers_frame(name, tag)
+            png = figure_png(layer_chart(frame, title=title or f"{name}:{tag}"))
+        except Exception as exc:
+            message, _ = describe_error(exc, "")
+            self.result_panel.append_stdout(f"(no layer chart: {message})\n")
+            return f" (no layer chart: {message})"
+        self.chart_png = png
+        self.result_panel.append_display_data(Image(data=png, format="png"))
+        return ""
+
+    def _show_error(self, error: BaseException) -> None:
+        cancelled = isinstance(error, OperationCancelled)
+        state = "cancelled" if cancelled else "failed"
+        if cancelled:
+            headline, hint = "Cancelled.", "Nothing partial was kept; run again when ready."
+        else:
+            message, hint = describe_error(error, self._default_hint(error))
+            headline = f"Failed: {message}"
+        detail = ""
+        if isinstance(error, BuildError) and error.log_tail:
+            detail = f"\n--- last build output ---\n{error.log_tail}\n"
+        if not isinstance(error, RegistryError):
+            detail += "".join(traceback.format_exception(error))
+        with held(self.progress, self.status, self.result_panel):
+            self.progress.bar_style = "warning" if cancelled else "danger"
+            self.status.value = status_html(state, headline, hint)
+            if detail:
+                self.result_panel.append_stdout(detail)
+
+    def _default_hint(self, error: BaseException) -> str:
+        if isinstance(error, BuildError):
+            return "Fix the failing step in the Dockerfile; the log shows its output."
+        return "Check the inputs and try again."
+
+
+class _Tracker:
+    """What a form knows about its run: an aggregator, speed, log de-duplication."""
+
+    def __init__(self) -> None:
+        self.aggregator = ProgressAggregator()
+        self.speed = SpeedMeter()
+        self._last_status: dict[str | None, str] = {}
+        self._recent: float | None = None
+
+    def update(self, event: ProgressEvent) -> None:
+        self.aggregator.update(event)
+
+    def layer_snapshot(self) -> ProgressSnapshot:
+        """The snapshot whose layers get bars."""
+        return self.aggregator.snapshot()
+
+    def fraction(self) -> float | None:
+        """Overall completion: bytes moved (80 %) and layers finished (20 %), so a pull's
+        extraction (or a push's last acknowledgements) keeps the bar short of its end."""
+        snap = self.aggregator.snapshot()
+        if snap.phase != "done" and snap.total > 0 and snap.layers_total > 0:
+            return (0.8 * min(snap.current / snap.total, 1.0)
+                    + 0.2 * snap.layers_done / snap.layers_total)
+        return snap.fraction
+
+    def log_line(self, event: ProgressEvent) -> str | None:
+        """The log line for ``event``, or None for repeated byte progress."""
+        if event.layer is not None and not event.completed and \
+                self._last_status.get(event.layer) == event.status:
+            return None  # repeated byte progress ("Downloading", "Extracting", ...)
+        self._last_status[event.layer] = event.status
+        return event.message or event.status or None
+
+    def transfer_text(self, speed: bool = True) -> str:
+        """``"12.3 MB / 45.6 MB · 8.1 MB/s · 2/3 layers"``."""
+        snap = self.aggregator.snapshot()
+        parts = []
+        if snap.total:
+            parts.append(f"{human_bytes(snap.current)} / {human_bytes(snap.total)}")
+            if speed:
+                rate = self.speed.add(snap.current)
+                if rate is not None:
+                    parts.append(f"{human_bytes(rate)}/s")
+        if snap.layers_total:
+            parts.append(f"{snap.layers_done}/{snap.layers_total} layers")
+        return " · ".join(parts)
+
+    def average_speed(self, elapsed: float) -> float | None:
+        snap = self.aggregator.snapshot()
+        return snap.current / elapsed if snap.current and elapsed > 0 else None
+
+    def headline(self) -> str:
+        snap = self.aggregator.snapshot()
+        return snap.message or snap.phase or "working…"
+
+
+class _BuildTracker(_Tracker):
+    """Build then push: the build's steps fill the first half of the bar, the push the rest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.build = ProgressAggregator()
+        self.pushing = False
+
+    def update(self, event: ProgressEvent) -> None:
+        if not self.pushing and event.phase in ("push", "upload"):
+            self.pushing = True
+        (self.aggregator if self.pushing else self.build).update(event)
+
+    def fraction(self) -> float | None:
+        if not self.pushing:
+            built = self.build.snapshot().fraction
+            return None if built is None else 0.5 * built
+        return 0.5 + 0.5 * (super().fraction() or 0.0)
+
+    def transfer_text(self, speed: bool = True) -> str:
+        if self.pushing:
+            return "push: " + (super().transfer_text(speed) or "starting")
+        snap = self.build.snapshot()
+        return f"build: step {snap.step}/{snap.steps}" if snap.step and snap.steps else "build"
+
+    def headline(self) -> str:
+        if self.pushing:
+            return super().headline()
+        snap = self.build.snapshot()
+        return snap.message or "building…"
+
+
+def _required(value: str, what: str) -> str:
+    text = value.strip()
+    if not text:
+        raise FormInputError(f"the {what} is empty", hint=f"Type the {what} and run again.")
+    return text
+
+
+class PullForm(OperationForm):
+    """Pull ``name:tag`` from the registry into the local Docker engine."""
+
+    kind = "pull"
+    verb = "Pull"
+    done_verb = "Pulled"
+    icon = "download"
+
+    def __init__(self, registry: ContainerRegistry, *, image: str = "", tag: str = "latest",
+                 **options: Any) -> None:
+        self.image = widgets.Text(value=image, description="Image name",
+                                  placeholder="e.g. team/app", style=_LABEL_STYLE, layout=_WIDE)
+        self.tag = widgets.Text(value=tag, description="Tag", style=_LABEL_STYLE, layout=_WIDE)
+        super().__init__(registry, **options)
+
+    def title(self) -> str:
+        return "Pull an image from"
+
+    def _inputs(self) -> list[widgets.Widget]:
+        return [self.image, self.tag]
+
+    def _read(self) -> dict[str, Any]:
+        return {"name": self.image.value, "tag": self.tag.value}
+
+    def _operate(self, registry: ContainerRegistry, params: dict[str, Any],
+                 progress: ProgressCallback, cancel: threading.Event) -> dict[str, Any]:
+        name = _required(params["name"], "image name")
+        tag = params["tag"].strip() or "latest"
+        params.update(name=name, tag=tag)
+        return registry.pull_image(name, tag, progress=progress, cancel=cancel)
+
+    def _describe(self, result: dict[str, Any]) -> str:
+        size = result.get("size_mb")
+        return f"Pulled {result.get('image')}" + (f" ({size:.2f} MB unpacked)" if size else "")
+
+
+class PushForm(OperationForm):
+    """Push a local image (``local_image``, or ``host/name:tag``) to ``name:tag``."""
+
+    kind = "push"
+    verb = "Push"
+    done_verb = "Pushed"
+    icon = "upload"
+
+    def __init__(self, registry: ContainerRegistry, *, image: str = "", tag: str = "latest",
+                 local_image: str = "", **options: Any) -> None:
+        self.image = widgets.Text(value=image, description="Image name",
+                                  placeholder="name in the registry", style=_LABEL_STYLE,
+                                  layout=_WIDE)
+        self.tag = widgets.Text(value=tag, description="Tag", style=_LABEL_STYLE, layout=_WIDE)
+        self.local_image = widgets.Text(value=local_image, description="Local image",
+                                        placeholder="optional: local name or id to tag first",
+                                        style=_LABEL_STYLE, layout=_WIDE)
+        super().__init__(registry, **options)
+
+    def title(self) -> str:
+        return "Push an image to"
+
+    def _inputs(self) -> list[widgets.Widget]:
+        return [self.local_image, self.image, self.tag]
+
+    def _read(self) -> dict[str, Any]:
+        return {"name": self.image.value, "tag": self.tag.value,
+                "local_image": self.local_image.value}
+
+    def _operate(self, registry: ContainerRegistry, params: dict[str, Any],
+                 progress: ProgressCallback, cancel: threading.Event) -> dict[str, Any]:
+        name = _required(params["name"], "image name")
+        tag = params["tag"].strip() or "latest"
+        params.update(name=name, tag=tag)
+        return registry.push_image(name, tag, local_image=params["local_image"].strip() or None,
+                                   progress=progress, cancel=cancel)
+
+    def _describe(self, result: dict[str, Any]) -> str:
+        size = result.get("size_bytes")
+        return f"Pushed {result.get('image')}" + (f" ({human_bytes(size)})" if size else "")
+
+
+class BuildForm(OperationForm):
+    """Build from a Dockerfile (or a folder holding one) and push the result as ``name:tag``."""
+
+    kind = "build"
+    verb = "Build and push"
+    done_verb = "Built and pushed"
+    icon = "cogs"
+
+    def __init__(self, registry: ContainerRegistry, *, dockerfile: str = "", image: str = "",
+                 tag: str = "latest", build_args: str = "", no_cache: bool = False,
+                 **options: Any) -> None:
+        self.dockerfile = widgets.Text(value=dockerfile, description="Dockerfile",
+                                       placeholder="path to a Dockerfile or its folder",
+                                       style=_LABEL_STYLE, layout=_WIDE)
+        self.image = widgets.Text(value=image, description="Image name", style=_LABEL_STYLE,
+                                  layout=_WIDE)
+        self.tag = widgets.Text(value=tag, description="Tag", style=_LABEL_STYLE, layout=_WIDE)
+        self.build_args = widgets.Textarea(value=build_args, description="Build args",
+                                           placeholder="KEY=VALUE, one per line",
+                                           style=_LABEL_STYLE, layout=_WIDE)
+        self.no_cache = widgets.Checkbox(value=no_cache, description="No cache",
+                                         style=_LABEL_STYLE)
+        super().__init__(registry, **options)
+
+    def title(self) -> str:
+        return "Build an image and push it to"
+
+    def _inputs(self) -> list[widgets.Widget]:
+        return [self.dockerfile, self.image, self.tag, self.build_args, self.no_cache]
+
+    def _read(self) -> dict[str, Any]:
+        return {"dockerfile": self.dockerfile.value, "name": self.image.value,
+                "tag": self.tag.value, "build_args": self.build_args.value,
+                "no_cache": self.no_cache.value}
+
+    def _new_tracker(self) -> _Tracker:
+        return _BuildTracker()
+
+    def _operate(self, registry: ContainerRegistry, params: dict[str, Any],
+                 progress: ProgressCallback, cancel: threading.Event) -> dict[str, Any]:
+        dockerfile = _required(params["dockerfile"], "Dockerfile path")
+        name = _required(params["name"], "image name")
+        tag = params["tag"].strip() or "latest"
+        params.update(name=name, tag=tag)
+        return registry.build_and_push(dockerfile, name, tag,
+                                       build_args=parse_build_args(params["build_args"]),
+                                       no_cache=params["no_cache"], progress=progress,
+                                       cancel=cancel)
+
+    def _describe(self, result: dict[str, Any]) -> str:
+        return f"Built and pushed {result.get('image')}"
+
+
+#: For type checkers: the callable shape a form accepts as ``progress=``.
+Listener = Callable[[ProgressEvent], None]
