@@ -275,7 +275,9 @@ class Transport:
                 )
             except requests.exceptions.SSLError as exc:
                 raise self._ssl_error(full, exc) from None
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (requests.ConnectionError, requests.Timeout,
+                    requests.exceptions.ChunkedEncodingError) as exc:
+                # ChunkedEncodingError: the body of a non-streamed response broke off
                 delay = _BACKOFF * (2**attempt) * (1 + random.random() / 4)
                 if (
                     retryable and attempt < self.retries and not _connect_failure(exc)
