@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import os
 import re
@@ -32,6 +33,7 @@ from .errors import (
     AuthenticationError,
     DigestMismatchError,
     InvalidManifestError,
+    InvalidReferenceError,
     RegistryHTTPError,
     RegistryUnavailableError,
     UnsupportedMediaTypeError,
@@ -45,7 +47,7 @@ from .manifest import (
     Manifest,
     parse_manifest,
 )
-from .reference import parse_digest
+from .reference import parse_digest, validate_repository, validate_tag
 from .transport import Transport, raise_for_status
 
 __all__ = ["RegistryClient", "ManifestHead", "BlobProgress"]
@@ -224,11 +226,15 @@ class RegistryClient:
             response = self.transport.request("GET", url, scopes=scopes, params=params)
             raise_for_status(response, what)
             try:
-                body = response.json()
+                # Strict UTF-8 (JSON's encoding): a garbled byte fails here instead of
+                # turning into a wrong name.
+                body = json.loads(response.content.decode("utf-8"))
             except ValueError as exc:
                 raise RegistryHTTPError(
-                    f"{what}: the registry answered with something that is not JSON",
+                    f"{what}: the registry answered with something that is not UTF-8 JSON",
                     status=response.status_code,
+                    hint="The answer was garbled on the way, or the registry is broken; "
+                    "try again.",
                 ) from exc
             items = body.get(key) if isinstance(body, dict) else None
             if items is None:
@@ -236,6 +242,17 @@ class RegistryClient:
             if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
                 raise RegistryHTTPError(f"{what}: {key!r} in the answer is not a list of names",
                                         status=response.status_code)
+            check = validate_tag if key == "tags" else validate_repository
+            try:
+                for item in items:
+                    check(item)
+            except InvalidReferenceError as exc:
+                raise RegistryHTTPError(
+                    f"{what}: the registry answered an invalid name ({exc.reason})",
+                    status=response.status_code,
+                    hint="The answer was garbled on the way, or the registry is broken; "
+                    "try again.",
+                ) from exc
             for item in items:
                 if limit is not None and yielded >= limit:
                     return
@@ -282,22 +299,30 @@ class RegistryClient:
         by_digest = _is_digest(reference)
         what = (f"get the manifest {repository}@{reference}" if by_digest
                 else f"get the manifest {repository}:{reference}")
-        response = self.transport.request(
-            "GET", f"/v2/{repository}/manifests/{reference}", scopes=[_repo_scope(repository)],
-            headers={"Accept": accept}, stream=True,
-        )
-        try:
-            raise_for_status(response, what)
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > MAX_MANIFEST_BYTES:
-                raise InvalidManifestError(
-                    f"{what}: the manifest is {int(declared)} bytes, over the "
-                    f"{MAX_MANIFEST_BYTES}-byte limit",
-                    hint="Registries and docker refuse manifests this large; this is not an image.",
-                )
-            raw = self._read_bounded(response, MAX_MANIFEST_BYTES, what)
-        finally:
-            response.close()
+        for attempt in range(RESUME_ATTEMPTS + 1):
+            response = self.transport.request(
+                "GET", f"/v2/{repository}/manifests/{reference}",
+                scopes=[_repo_scope(repository)], headers={"Accept": accept}, stream=True,
+            )
+            try:
+                raise_for_status(response, what)
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > MAX_MANIFEST_BYTES:
+                    raise InvalidManifestError(
+                        f"{what}: the manifest is {int(declared)} bytes, over the "
+                        f"{MAX_MANIFEST_BYTES}-byte limit",
+                        hint="Registries and docker refuse manifests this large; "
+                        "this is not an image.",
+                    )
+                try:
+                    raw = self._read_bounded(response, MAX_MANIFEST_BYTES, what)
+                    break
+                except RegistryUnavailableError:  # dropped mid-body: small, fetch again
+                    if attempt == RESUME_ATTEMPTS:
+                        raise
+                    log.info("%s: the connection dropped mid-body; fetching it again", what)
+            finally:
+                response.close()
         if by_digest:
             self._verify_bytes(raw, reference, what)
         header_digest = response.headers.get("Docker-Content-Digest")
