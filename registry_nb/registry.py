@@ -499,6 +499,18 @@ class ContainerRegistry:
         ref = self._reference(image_name, image_tag)
         return self._describe(ref.repository, ref.identifier, platform)
 
+    def image_config(self, image_name: str, image_tag: str = "latest", *,
+                     platform: str | None = None) -> ImageConfig:
+        """The image's config (for an index: the selected platform's), verified by digest."""
+        ref = self._reference(image_name, image_tag)
+        return self._resolve(ref.repository, ref.identifier, platform)[2]
+
+    def with_credentials(self, credentials: RegistryCredentials | None) -> ContainerRegistry:
+        """A facade on the same registry and engine with other credentials."""
+        return ContainerRegistry(self.registry_url, credentials, insecure=self.insecure,
+                                 ca_bundle=self.ca_bundle, engine=self.engine,
+                                 max_workers=self.max_workers)
+
     def _describe(self, repository: str, reference: str,
                   platform: str | None) -> ContainerImage:
         top, manifest, config, platforms = self._resolve(repository, reference, platform)

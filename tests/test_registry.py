@@ -774,3 +774,21 @@ def test_layers_frame_of_an_image_without_layers(
     assert row["layer_count"] == 0 and row["size_bytes"] == 0
     with pytest.raises(ImageNotFoundError):
         reg.layers_frame(unique_repo, "absent")
+
+
+def test_image_config_and_with_credentials(basic_registry, unique_repo):
+    from helpers import seed_image
+
+    from registry_nb import ContainerRegistry, RegistryCredentials
+    from registry_nb.errors import AuthenticationError
+
+    seed_image(basic_registry, unique_repo, "1", config_overrides={"config": {"User": "1000"}})
+    anonymous = ContainerRegistry(basic_registry.host)
+    with pytest.raises(AuthenticationError):
+        anonymous.image_config(unique_repo, "1")
+    creds = RegistryCredentials(username=basic_registry.username,
+                                password=basic_registry.password)
+    authed = anonymous.with_credentials(creds)
+    assert authed.credentials is creds and anonymous.credentials is None
+    assert authed.engine is anonymous.engine
+    assert authed.image_config(unique_repo, "1").config.user == "1000"

@@ -21,8 +21,7 @@ import ipywidgets as widgets
 import pandas as pd
 from IPython.display import Image
 
-from ..errors import RegistryError
-from ..manifest import ImageConfig, Index
+from ..manifest import ImageConfig
 from ..registry import ContainerRegistry
 from ._common import describe_error, ensure_shell, held, human_bytes, kv_table
 from .charts import figure_png, layer_chart
@@ -34,22 +33,6 @@ log = logging.getLogger(__name__)
 #: Columns of the tags table, in order (from ``registry_images_frame``).
 TABLE_COLUMNS = ("tag", "digest", "size_bytes", "layer_count", "created", "architecture", "os",
                  "error")
-
-
-def image_config(registry: ContainerRegistry, repository: str, tag: str) -> ImageConfig:
-    """The config of ``repository:tag`` (for an index: the host's platform, as the frames do).
-
-    ``repository`` is the name the registry's API uses (a catalog entry).
-    """
-    client = registry.client
-    manifest = client.get_manifest(repository, tag)
-    if isinstance(manifest, Index):
-        manifest = client.get_manifest(repository, manifest.select(None).digest)
-    if isinstance(manifest, Index):
-        raise RegistryError(f"{repository}:{tag} is a nested index",
-                            hint="Nested indexes are not supported yet.")
-    raw = client.read_blob(repository, manifest.config.digest, size=manifest.config.size)
-    return ImageConfig.from_bytes(raw)
 
 
 def config_summary(config: ImageConfig) -> dict[str, Any]:
@@ -336,7 +319,7 @@ class RegistryBrowser(widgets.VBox):
         self._spawn("details", lambda: self._load_details(repository, change["new"], gen))
 
     def _load_details(self, repository: str, tag: str, gen: int) -> None:
-        summary = config_summary(image_config(self.registry, repository, tag))
+        summary = config_summary(self.registry.image_config(repository, tag))
         frame = self.registry.layers_frame(repository, tag)
         png = figure_png(layer_chart(frame, title=f"{repository}:{tag}"))
         if not self._current("details", gen):

@@ -297,9 +297,7 @@ class OperationForm(widgets.VBox):
         base = self.registry
         if credentials is None:
             return base
-        return ContainerRegistry(base.registry_url, credentials=credentials,
-                                 insecure=base.insecure, ca_bundle=base.ca_bundle,
-                                 engine=base.engine, max_workers=base.max_workers)
+        return base.with_credentials(credentials)
 
     def _ensure_rows(self) -> None:
         """Create the layer bars once, on the calling (main) thread; the worker shows them."""
