@@ -44,6 +44,7 @@ from .errors import (
     BlobNotFoundError,
     ImageNotFoundError,
     InsecureRegistryError,
+    InvalidReferenceError,
     ManifestNotFoundError,
     RegistryError,
     RegistryHTTPError,
@@ -173,7 +174,11 @@ class Transport:
         self.verify: bool | str = False if insecure else (ca_bundle or True)
         self.timeout = timeout
         self.retries = max(0, int(retries))
-        self._origin = _origin(self.base_url)
+        try:
+            self._origin = _origin(self.base_url)
+        except ValueError as exc:  # e.g. a port over 65535, which the name grammar allows
+            raise InvalidReferenceError(raw, "registry", f"is not a usable host[:port] ({exc})"
+                                        ) from None
 
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
