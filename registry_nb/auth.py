@@ -72,6 +72,8 @@ _MAX_TOKEN_BODY = 1 << 20
 _MAX_CACHED_TOKENS = 256
 #: OAuth client id sent with refresh-token grants.
 _CLIENT_ID = "registry-nb"
+#: An Authorization value HTTP can carry: a scheme, one space, visible ASCII.
+_HEADER_VALUE_RE = re.compile(r"[A-Za-z]+ [\x21-\x7e]+")
 
 
 # --------------------------------------------------------------------- hosts
@@ -643,6 +645,13 @@ class RegistryAuth:
         before sending (saving a 401 round trip).
         """
         header = self._header_for(normalize_scopes(scopes))
+        if header and not _HEADER_VALUE_RE.fullmatch(header):
+            raise AuthenticationError(
+                f"the token for registry {self.host} cannot be sent in an HTTP header "
+                "(it holds spaces, line breaks, control or non-ASCII characters).",
+                hint="Check the token (a stray newline from a file?), or pass a username "
+                "and password instead.",
+            )
         if header:
             request.headers["Authorization"] = header
         else:
@@ -887,6 +896,13 @@ class RegistryAuth:
                 f"the token service {realm_label} of registry {self.host} answered "
                 f"{status} without a token in a JSON body.",
                 hint="The registry's WWW-Authenticate realm may not point at a token service.",
+            )
+        if not _HEADER_VALUE_RE.fullmatch(f"Bearer {value}"):
+            raise AuthenticationError(
+                f"the token service {realm_label} of registry {self.host} answered with a "
+                "token that cannot be sent in an HTTP header (spaces, line breaks, control "
+                "or non-ASCII characters).",
+                hint="The registry's token service is broken; tell its admin.",
             )
         assert isinstance(data, dict)
         return self._make_token(value, data, scopes)
