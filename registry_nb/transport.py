@@ -467,10 +467,10 @@ def _emit_warnings(response: requests.Response) -> None:
 # ---------------------------------------------------------------- errors
 
 
-def _registry_errors(response: requests.Response) -> list[dict[str, Any]]:
-    """The ``errors`` list of a registry's JSON error body (bounded read)."""
+def _registry_errors(response: requests.Response) -> tuple[list[dict[str, Any]], bytes]:
+    """The ``errors`` list of a registry's JSON error body, and the body (bounded read)."""
     if response.request is not None and response.request.method == "HEAD":
-        return []
+        return [], b""
     try:
         raw = _read_bounded(response, MAX_ERROR_BODY)
     finally:
@@ -478,11 +478,11 @@ def _registry_errors(response: requests.Response) -> list[dict[str, Any]]:
     try:
         data = json.loads(raw)
     except ValueError:
-        return []
+        return [], raw
     errors = data.get("errors") if isinstance(data, dict) else None
     if not isinstance(errors, list):
-        return []
-    return [e for e in errors if isinstance(e, dict)]
+        return [], raw
+    return [e for e in errors if isinstance(e, dict)], raw
 
 
 def error_from_response(response: requests.Response, what: str) -> RegistryError:
@@ -493,7 +493,7 @@ def error_from_response(response: requests.Response, what: str) -> RegistryError
     RegistryHTTPError with the status, the first error code and the registry's message.
     """
     status = response.status_code
-    errors = _registry_errors(response)
+    errors, raw = _registry_errors(response)
     code = str(errors[0].get("code")) if errors and errors[0].get("code") else None
     messages = [
         f"{e.get('code') or 'ERROR'}: {e.get('message') or ''}".rstrip(": ")
@@ -544,6 +544,9 @@ def error_from_response(response: requests.Response, what: str) -> RegistryError
         429: "The registry is rate limiting; wait a while and try again.",
     }
     hint = hints.get(status)
+    if status == 400 and b"HTTP request to an HTTPS server" in raw:  # Go's TLS listener
+        hint = ("The registry speaks HTTPS: use https://host:port (with ca_bundle= for a "
+                "private CA). Loopback hosts without a scheme get plain HTTP.")
     if hint is None and status >= 500:
         hint = "The registry failed internally; try again later or check its logs."
     reason = response.reason or ""
