@@ -5,21 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="docker.io docker-registry skopeo busybox-static apache2-utils"
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  missing=""
-  for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
-  if [ -n "$missing" ]; then
-    echo "== installing apt packages:$missing"
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
-  fi
-fi
-
-PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[lab]'
+# shellcheck source=scripts/setup.sh
+. scripts/setup.sh
+setup_machine "docker.io docker-registry skopeo busybox-static apache2-utils" "lab"
 
 export REGISTRY_NB_STATE=${REGISTRY_NB_STATE:-/tmp/registry-nb-services}
 echo "== starting the local registry and Docker engine ($REGISTRY_NB_STATE)"

@@ -4,24 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="docker.io docker-registry skopeo busybox-static apache2-utils chromium"
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  missing=""
-  for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
-  if [ -n "$missing" ]; then
-    echo "== installing apt packages:$missing"
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
-  fi
-fi
-
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  echo "== creating .venv"
-  "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,lab]'
+# shellcheck source=scripts/setup.sh
+. scripts/setup.sh
+setup_machine "docker.io docker-registry skopeo busybox-static apache2-utils chromium" "test,lab"
 
 export REGISTRY_NB_STATE=${REGISTRY_NB_STATE:-/tmp/registry-nb-services}
 echo "== starting test services in $REGISTRY_NB_STATE"
