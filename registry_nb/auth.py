@@ -518,6 +518,42 @@ def _grants(scopes: Iterable[str]) -> frozenset[tuple[str, str, str]]:
     return frozenset(result)
 
 
+def _jwt_access(token: str | None) -> frozenset[tuple[str, str, str]] | None:
+    """What a JWT bearer token's ``access`` claim grants (unverified), or None.
+
+    Used only to word an error: which of the wanted actions were refused.
+    """
+    parts = (token or "").split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        access = payload["access"]
+        return frozenset((str(item["type"]), str(item["name"]), str(action))
+                         for item in access for action in item.get("actions") or [])
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+        return None
+
+
+def _refused_scopes(scopes: Iterable[str],
+                    granted: frozenset[tuple[str, str, str]] | None) -> tuple[str, ...]:
+    """``scopes`` without the actions ``granted`` holds (all of them when unknown)."""
+    scopes = tuple(scopes)
+    if granted is None:
+        return scopes
+    out = []
+    for scope in scopes:
+        split = _split_scope(scope)
+        if split is None:
+            out.append(scope)
+            continue
+        kind, name, actions = split
+        missing = [a for a in actions if (kind, name, a) not in granted]
+        if missing:
+            out.append(f"{kind}:{name}:{','.join(missing)}")
+    return tuple(out) or scopes
+
+
 def _describe_scopes(scopes: Iterable[str]) -> str:
     parts = []
     for scope in scopes:
@@ -730,7 +766,10 @@ class RegistryAuth:
             None,
         )
         if challenge is not None and challenge.error == "insufficient_scope":
-            return self._not_allowed(normalize_scopes([*scopes, *challenge.scopes]))
+            sent = response.request.headers.get("Authorization", "") \
+                if response.request is not None else ""
+            granted = _jwt_access(sent[7:]) if sent.startswith("Bearer ") else None
+            return self._not_allowed(normalize_scopes([*scopes, *challenge.scopes]), granted)
         return self._refused()
 
     # -- bearer
@@ -748,7 +787,7 @@ class RegistryAuth:
                 self._static_refused = True
             if not (creds.has_basic or creds.identity_token):
                 if challenge.error == "insufficient_scope":
-                    raise self._not_allowed(scopes)
+                    raise self._not_allowed(scopes, _jwt_access(sent_token))
                 raise AuthenticationError(
                     f"registry {self.host} refused the given token.",
                     hint="The token may have expired or lack access; get a new one, "
@@ -760,7 +799,7 @@ class RegistryAuth:
                     (t for t in self._tokens.values() if t.value == sent_token), None
                 )
             if held is not None and _grants(scopes) <= held.grants:
-                raise self._not_allowed(scopes)
+                raise self._not_allowed(scopes, _jwt_access(sent_token))
         # A token refused for lack of scope is still good for its own scopes.
         stale = None if challenge.error == "insufficient_scope" else sent_token
         self._obtain(realm, service, scopes, stale=stale)
@@ -939,7 +978,11 @@ class RegistryAuth:
             hint=f"Check the username and password, or run `docker login {self.host}`.",
         )
 
-    def _not_allowed(self, scopes: tuple[str, ...]) -> AuthenticationError:
+    def _not_allowed(self, scopes: tuple[str, ...],
+                     granted: frozenset[tuple[str, str, str]] | None = None
+                     ) -> AuthenticationError:
+        """``who`` may not do ``scopes``; with what the token ``granted``, only the rest."""
+        scopes = _refused_scopes(scopes, granted)
         who = self._who()
         hint = (
             self._login_hint() if who == "anonymous access"
