@@ -182,6 +182,9 @@ class Transport:
 
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
+        # requests asks for gzip by default; manifests and blobs are hashed as sent, so
+        # every request asks for the bytes as stored.
+        self.session.headers["Accept-Encoding"] = "identity"
         connect_retry = Retry(
             total=self.retries, connect=self.retries, read=0, status=0, other=0,
             redirect=False, backoff_factor=0.25, backoff_max=4.0,
