@@ -23,7 +23,15 @@ added fires and the others wait for the next match. Exactly one action per fault
 - ``corrupt_at=i``: forward, with body byte ``i`` (negative: from the end) flipped;
 - ``stall=seconds`` (with ``stall_after=N`` body bytes, default: before headers):
   forward, then go silent for that long and close;
-- ``redirect_to="http://host:port"``: answer 307 to the same path on that origin.
+- ``redirect_to="http://host:port"``: answer 307 to the same path on that origin;
+- ``reset=True``: forward the whole exchange (the registry acts on it), then reset
+  the client connection before any response header;
+- ``corrupt_request_at=i``: forward, with request body byte ``i`` (negative: from the
+  end; needs a Content-Length) flipped on its way to the registry.
+
+``rst=True`` with ``cut_response_after`` or ``stall_after`` ends with a reset (RST)
+instead of a clean close (FIN): the client sees "connection reset" mid-body rather
+than a short body.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ _HOP_HEADERS = frozenset({
     "upgrade",
 })
 _ACTIONS = ("status", "cut_response_after", "cut_request_after", "corrupt_at", "stall",
-            "redirect_to")
+            "redirect_to", "reset", "corrupt_request_at")
 _PIECE = 64 * 1024
 
 
@@ -63,6 +71,7 @@ class Fault:
     body: bytes = b""
     forward_partial: bool = False
     stall_after: int | None = None
+    rst: bool = False
     skip: int = 0
     hits: int = 0
     seen: int = 0
@@ -179,12 +188,16 @@ class FaultProxy:
         stall: float | None = None,
         stall_after: int | None = None,
         redirect_to: str | None = None,
+        reset: bool | None = None,
+        corrupt_request_at: int | None = None,
+        rst: bool = False,
     ) -> Fault:
         """Plan a fault for requests whose path+query matches ``path`` (``re.search``)."""
         given = {
             "status": status, "cut_response_after": cut_response_after,
             "cut_request_after": cut_request_after, "corrupt_at": corrupt_at,
-            "stall": stall, "redirect_to": redirect_to,
+            "stall": stall, "redirect_to": redirect_to, "reset": reset or None,
+            "corrupt_request_at": corrupt_request_at,
         }
         chosen = [name for name in _ACTIONS if given[name] is not None]
         if len(chosen) != 1:
@@ -192,7 +205,8 @@ class FaultProxy:
         fault = Fault(method=method.upper() if method else None, path=re.compile(path),
                       times=times, action=chosen[0], value=given[chosen[0]],
                       headers=dict(headers or {}), body=body,
-                      forward_partial=forward_partial, stall_after=stall_after, skip=skip)
+                      forward_partial=forward_partial, stall_after=stall_after, rst=rst,
+                      skip=skip)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -360,8 +374,17 @@ class _Handler(BaseHTTPRequestHandler):
         upstream.endheaders()
         if not has_body:
             return
+        flip: int | None = None
+        if fault is not None and fault.action == "corrupt_request_at":
+            flip = int(fault.value)
+            if flip < 0:
+                flip += int(self.headers.get("Content-Length") or 0)
         sent = 0
         for piece in pieces:
+            if flip is not None and sent <= flip < sent + len(piece):
+                mutable = bytearray(piece)
+                mutable[flip - sent] ^= 0xFF
+                piece = bytes(mutable)
             if cut is not None and sent + len(piece) >= cut:
                 piece = piece[: cut - sent]
                 self._write_upstream(upstream, piece, chunked)
@@ -397,6 +420,11 @@ class _Handler(BaseHTTPRequestHandler):
             length = len(buffered)
         else:
             length = int(length_header or 0) if body_expected else 0
+
+        if action == "reset":
+            if buffered is None and body_expected:
+                response.read()  # let the registry finish what it does
+            raise _Cut
 
         if action == "stall" and fault.stall_after is None:  # type: ignore[union-attr]
             self.proxy._stopping.wait(float(fault.value))  # type: ignore[union-attr]
@@ -445,6 +473,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 if action == "stall":
                     self.proxy._stopping.wait(float(fault.value))  # type: ignore[union-attr]
+                if fault.rst:  # type: ignore[union-attr]
+                    raise _Cut  # RST: "connection reset by peer" mid-body
                 self.close_connection = True  # FIN: the client sees a short body
                 return
             self.wfile.write(piece)
