@@ -29,6 +29,7 @@ from urllib.parse import urlencode
 import requests
 import urllib3.exceptions
 
+from .cache import CachedContent, ContentCache
 from .errors import (
     AuthenticationError,
     DigestMismatchError,
@@ -166,15 +167,18 @@ class RegistryClient:
     ready :class:`Transport` to share one session between clients.
     """
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, cache: ContentCache | None = None) -> None:
         self.transport = transport
+        #: Manifests by digest and small blobs (configs), reused; tags revalidated.
+        self.cache = cache
 
     @classmethod
     def connect(
-        cls, registry: str, credentials: Any = None, **transport_options: Any
+        cls, registry: str, credentials: Any = None, *, cache: ContentCache | None = None,
+        **transport_options: Any,
     ) -> RegistryClient:
         """Create a client (and its transport) for ``registry`` (``host[:port]`` or URL)."""
-        return cls(Transport(registry, credentials, **transport_options))
+        return cls(Transport(registry, credentials, **transport_options), cache)
 
     @property
     def host(self) -> str:
@@ -294,17 +298,60 @@ class RegistryClient:
 
         A digest reference is verified against the bytes received, and so is the
         registry's ``Docker-Content-Digest``; a tag's digest is computed from the
-        bytes (``.digest`` of the result). Bodies over 4 MiB are refused.
+        bytes (``.digest`` of the result). Bodies over 4 MiB are refused. With a
+        cache, a digest is fetched at most once, and a tag seen before is asked for
+        with ``If-None-Match`` (a 304 answer takes the manifest from the cache).
         """
+        by_digest = _is_digest(reference)
+        cache = self.cache
+        if cache is None:
+            raw, content_type, _ = self._read_manifest(repository, reference, accept)
+            assert raw is not None
+            return parse_manifest(raw, content_type)
+        if by_digest:
+            def load() -> CachedContent:
+                raw, content_type, _ = self._read_manifest(repository, reference, accept)
+                assert raw is not None
+                return CachedContent(raw, content_type)
+
+            content = cache.fetch(reference, load, "manifest")
+            return parse_manifest(content.data, content.media_type)
+        # A tag moves: ask the registry each time, "still this one?" when we know it.
+        key = (self.host, repository, reference, accept)
+        hint = cache.tag_hint(*key)
+        cached = cache.get(hint[1], "manifest") if hint is not None else None
+        etag = hint[0] if hint is not None and cached is not None else None
+        raw, content_type, new_etag = self._read_manifest(repository, reference, accept,
+                                                          if_none_match=etag)
+        if raw is None:  # 304 Not Modified: the tag still names the cached manifest
+            assert cached is not None
+            return parse_manifest(cached.data, cached.media_type)
+        manifest = parse_manifest(raw, content_type)
+        cache.put(manifest.digest, raw, content_type, "manifest")
+        if new_etag:
+            cache.remember_tag(new_etag, manifest.digest, *key)
+        else:
+            cache.forget_tag(*key)
+        return manifest
+
+    def _read_manifest(self, repository: str, reference: str, accept: str, *,
+                       if_none_match: str | None = None
+                       ) -> tuple[bytes | None, str | None, str | None]:
+        """(verified bytes, Content-Type, ETag); bytes are None on 304 to ``if_none_match``."""
         by_digest = _is_digest(reference)
         what = (f"get the manifest {repository}@{reference}" if by_digest
                 else f"get the manifest {repository}:{reference}")
+        headers = {"Accept": accept}
+        if if_none_match:
+            headers["If-None-Match"] = if_none_match
         for attempt in range(RESUME_ATTEMPTS + 1):
             response = self.transport.request(
                 "GET", f"/v2/{repository}/manifests/{reference}",
-                scopes=[_repo_scope(repository)], headers={"Accept": accept}, stream=True,
+                scopes=[_repo_scope(repository)], headers=headers, stream=True,
             )
             try:
+                if if_none_match and response.status_code == 304:
+                    return None, None, if_none_match
                 raise_for_status(response, what)
                 declared = response.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > MAX_MANIFEST_BYTES:
@@ -333,7 +380,7 @@ class RegistryClient:
                     f"{what}: the registry's Docker-Content-Digest does not match the body",
                     expected=header_digest, actual=actual,
                 )
-        return parse_manifest(raw, response.headers.get("Content-Type"))
+        return raw, response.headers.get("Content-Type"), response.headers.get("ETag")
 
     @staticmethod
     def _read_bounded(response: requests.Response, limit: int, what: str) -> bytes:
@@ -554,12 +601,33 @@ class RegistryClient:
 
     def read_blob(self, repository: str, digest: str, *, max_bytes: int = 64 * 1024 * 1024,
                   size: int | None = None) -> bytes:
-        """Return a (small) blob's verified bytes, e.g. an image config."""
+        """Return a (small) blob's verified bytes, e.g. an image config.
+
+        With a cache, a blob small enough to keep is read from it, or fetched once
+        and kept (content is immutable by digest).
+        """
         if size is not None and size > max_bytes:
             raise InvalidManifestError(
                 f"the blob {digest} in {repository} is {size} bytes, over {max_bytes}",
                 hint="Use fetch_blob() to write large blobs to a file.",
             )
+        cache = self.cache
+        if cache is None or (size is not None and size > cache.max_item_bytes):
+            return self._read_blob(repository, digest, max_bytes, size)
+        data = cache.fetch(digest, lambda: CachedContent(
+            self._read_blob(repository, digest, max_bytes, size))).data
+        if size is not None and len(data) != size:
+            raise DigestMismatchError(f"the blob {digest} in {repository}: wrong length",
+                                      expected=f"{size} bytes", actual=f"{len(data)} bytes")
+        if len(data) > max_bytes:
+            raise InvalidManifestError(
+                f"the blob {digest} in {repository} is over {max_bytes} bytes",
+                hint="Use fetch_blob() to write large blobs to a file.",
+            )
+        return data
+
+    def _read_blob(self, repository: str, digest: str, max_bytes: int,
+                   size: int | None) -> bytes:
         buf = bytearray()
         chunks = self.iter_blob(repository, digest, size=size)
         try:

@@ -26,6 +26,7 @@ import pandas as pd
 
 from .assemble import append_layers, write_layer
 from .auth import RegistryCredentials
+from .cache import ContentCache
 from .copy import DEFAULT_WORKERS as COPY_WORKERS
 from .copy import CopyResult, plan_copy
 from .copy import copy_image as copy_between
@@ -101,8 +102,12 @@ class ContainerRegistry:
 
     def __init__(self, registry_url: str = "", credentials: RegistryCredentials | None = None,
                  *, insecure: bool = False, ca_bundle: str | None = None,
-                 engine: Engine | None = None, max_workers: int = DEFAULT_WORKERS) -> None:
+                 engine: Engine | None = None, max_workers: int = DEFAULT_WORKERS,
+                 cache: ContentCache | bool = True) -> None:
         self.registry_url = registry_url
+        #: Manifests by digest and configs, kept across calls (``cache=False``: none;
+        #: ``ContentCache(directory=True)`` adds the user's cache folder).
+        self.cache: ContentCache | None = ContentCache() if cache is True else (cache or None)
         self.registry_host = normalize_registry(registry_url)
         self.credentials = credentials
         self.insecure = insecure
@@ -127,6 +132,7 @@ class ContainerRegistry:
                 self._client = RegistryClient.connect(
                     self.registry_url, self.credentials, insecure=self.insecure,
                     ca_bundle=self.ca_bundle, pool_size=max(self.max_workers, 4),
+                    cache=self.cache,
                 )
             return self._client
 

@@ -180,6 +180,7 @@ class Transport:
             raise InvalidReferenceError(raw, "registry", f"is not a usable host[:port] ({exc})"
                                         ) from None
 
+        self._env_settings: dict[tuple[str, str], dict[str, Any]] = {}
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
         # requests asks for gzip by default; manifests and blobs are hashed as sent, so
@@ -344,6 +345,17 @@ class Transport:
             raise self.auth.refused_error(response, scopes)
         return response
 
+    def _environment(self, url: str, stream: bool) -> dict[str, Any]:
+        """Proxies, verify and cert for ``url`` (read from the environment once per origin:
+        requests would scan every environment variable on every request)."""
+        origin = _origin(url)
+        settings = self._env_settings.get(origin)
+        if settings is None:
+            settings = self.session.merge_environment_settings(url, {}, None, self.verify, None)
+            settings.pop("stream", None)
+            self._env_settings[origin] = settings
+        return {**settings, "stream": stream}
+
     def _send(
         self,
         method: str,
@@ -365,15 +377,16 @@ class Transport:
                 self.auth.apply(prepared, scopes)
             else:
                 prepared.headers.pop("Authorization", None)
-            settings = self.session.merge_environment_settings(
-                prepared.url, {}, stream, self.verify, None
-            )
-            log.debug("%s %s", method, _safe_url(prepared.url or url))
+            settings = self._environment(prepared.url or url, stream)
+            debug = log.isEnabledFor(logging.DEBUG)
+            if debug:
+                log.debug("%s %s", method, _safe_url(prepared.url or url))
             response = self.session.send(
                 prepared, allow_redirects=False, timeout=timeout or self.timeout, **settings
             )
-            log.debug("%s %s -> %s", method, _safe_url(prepared.url or url),
-                      response.status_code)
+            if debug:
+                log.debug("%s %s -> %s", method, _safe_url(prepared.url or url),
+                          response.status_code)
             if not response.is_redirect:
                 return response
             target = urljoin(response.url, response.headers["Location"])
