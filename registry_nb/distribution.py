@@ -59,9 +59,10 @@ log = logging.getLogger(__name__)
 #: vanishes next to hashing (8 KiB chunks run at under half the speed).
 READ_CHUNK = 1024 * 1024
 #: Blobs up to this size are uploaded in one PUT; larger ones in PATCH chunks.
-MONOLITHIC_LIMIT = 16 * 1024 * 1024
-#: Size of one PATCH chunk for large uploads (raised to OCI-Chunk-Min-Length).
-UPLOAD_CHUNK = 32 * 1024 * 1024
+MONOLITHIC_LIMIT = 8 * 1024 * 1024
+#: Size of one PATCH chunk for large uploads (raised to OCI-Chunk-Min-Length). One
+#: chunk is in memory per blob in flight; 8 MiB uploads as fast as 32 MiB here.
+UPLOAD_CHUNK = 8 * 1024 * 1024
 #: Page size ceiling: distribution answers 400 when ``n`` is over 1000.
 MAX_PAGE_SIZE = 1000
 #: Times a dropped blob download or upload is resumed (or restarted) before giving up.
@@ -931,7 +932,12 @@ class RegistryClient:
         scopes = [_repo_scope(repository, "pull,push")]
         offset = 0
         failures = 0
+        response: requests.Response | None = None
         while size is None or offset < size:
+            # Drop the last chunk before reading the next (the last response's request
+            # holds it too): one chunk in memory, not two.
+            chunk = b""
+            response = None
             source.seek(start + offset)
             want = chunk_size if size is None else min(chunk_size, size - offset)
             chunk = source.read(want)
@@ -943,7 +949,6 @@ class RegistryClient:
                     )
                 break
             end = offset + len(chunk) - 1
-            response: requests.Response | None
             try:
                 response = self.transport.request(
                     "PATCH", location, scopes=scopes,
