@@ -319,9 +319,13 @@ def _refusals(seen: Watch, registry: RegistryService, other: RegistryService, re
 
 def _all_widget_states() -> list[tuple[str, str]]:
     import ipywidgets as widgets
+    from ipywidgets.widgets import widget as widget_module
 
+    instances = getattr(widget_module, "_instances", None)  # every live widget (8.1)
+    if instances is None:
+        instances = widgets.Widget.widgets
     out = []
-    for model_id, widget in list(widgets.Widget.widgets.items()):
+    for model_id, widget in list(instances.items()):
         try:
             state = widget.get_state()
         except Exception as exc:  # a closed widget: nothing to show

@@ -39,7 +39,7 @@ STEPS = int(os.environ.get("REGISTRY_NB_SOAK_STEPS", "200"))
 #: Read timeout of every Transport in the soak (a stall lasts longer).
 READ_TIMEOUT = 0.3
 #: The whole soak must finish within this (a guard against runaway retries).
-SOAK_BOUND = 150.0
+SOAK_BOUND = 0.75 * STEPS
 
 #: Relative weights of the operations and of the faults drawn.
 OP_WEIGHTS = {"catalog": 1, "tags": 2, "manifest": 3, "blob": 3, "upload": 3, "copy": 3,
