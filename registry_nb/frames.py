@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported on first use: `import registry_nb` stays quick
+    import pandas as pd
 
 __all__ = [
     "LOCAL_IMAGE_COLUMNS",
@@ -86,6 +87,8 @@ def to_utc(value: Any) -> pd.Timestamp | None:
     """
     if value is None or isinstance(value, bool) or value == "":
         return None
+    import pandas as pd
+
     try:
         if isinstance(value, (int, float)):
             stamp = pd.Timestamp(datetime.fromtimestamp(value, tz=timezone.utc))
@@ -106,6 +109,8 @@ def build_frame(rows: Iterable[Mapping[str, Any]], columns: Mapping[str, str],
     Missing keys become nulls; unknown keys are dropped. Time columns are
     converted with :func:`to_utc`.
     """
+    import pandas as pd
+
     schema = dict(columns)
     if extra:
         schema.update(extra)

@@ -20,9 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .assemble import append_layers, write_layer
 from .auth import RegistryCredentials
@@ -53,6 +51,9 @@ from .manifest import ImageConfig, Index, Manifest, Platform, layer_history
 from .progress import ProgressCallback, ProgressEvent
 from .reference import ImageReference, is_docker_hub, normalize_registry
 
+if TYPE_CHECKING:  # pandas is imported by frames on first use
+    import pandas as pd
+
 __all__ = ["ContainerRegistry", "ContainerImage"]
 
 #: Extra frame column of ``uncompressed=True`` (gzip ISIZE; see gzip_isize).
@@ -60,8 +61,9 @@ UNCOMPRESSED_COLUMN = {"uncompressed_size_bytes": "Int64"}
 
 log = logging.getLogger(__name__)
 
-#: Concurrent manifest/config fetches in a listing (one shared session).
-DEFAULT_WORKERS = 16
+#: Concurrent manifest/config fetches in a listing (one shared session; the transport
+#: lowers it while the registry answers 429). 32 beat 16 and 8 by 5-15% (benchmarks/).
+DEFAULT_WORKERS = 32
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")

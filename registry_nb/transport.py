@@ -16,11 +16,13 @@ only goes to the registry's own scheme, host and port.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import random
 import re
+import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping
@@ -129,6 +131,46 @@ class _Body:
         return True
 
 
+class AdaptiveLimit:
+    """At most ``limit`` requests waiting for their answer: halved when the registry
+    answers 429 (too many requests), grown back by one after ``limit`` answers in a row
+    without one, up to ``maximum``. Use as a context manager around one request."""
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = max(1, int(maximum))
+        self.limit = self.maximum
+        self.in_flight = 0
+        self.throttled = 0  # 429 answers seen
+        self._calm = 0
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> AdaptiveLimit:
+        with self._cond:
+            while self.in_flight >= self.limit:
+                self._cond.wait()
+            self.in_flight += 1
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._cond:
+            self.in_flight -= 1
+            self._cond.notify()
+
+    def observe(self, status: int) -> None:
+        """Adapt to one answer's status."""
+        with self._cond:
+            if status == 429:
+                self.throttled += 1
+                self.limit = max(1, self.limit // 2)
+                self._calm = 0
+            elif self.limit < self.maximum:
+                self._calm += 1
+                if self._calm >= self.limit:
+                    self.limit += 1
+                    self._calm = 0
+                    self._cond.notify()
+
+
 class Transport:
     """HTTP access to one registry, with its credentials, auth flow and retries."""
 
@@ -181,6 +223,8 @@ class Transport:
                                         ) from None
 
         self._env_settings: dict[tuple[str, str], dict[str, Any]] = {}
+        #: Requests in flight to this registry: at most pool_size, fewer after a 429.
+        self.limit = AdaptiveLimit(pool_size)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
         # requests asks for gzip by default; manifests and blobs are hashed as sent, so
@@ -279,9 +323,12 @@ class Transport:
             if attempt and not body.rewind():
                 retryable = False
             try:
-                response = self._send_authenticated(
-                    method, full, scopes, headers, params, body, stream, timeout
-                )
+                # Only bodiless requests wait for a slot: an upload may stream from a
+                # download of this same registry, which must never wait behind it.
+                with self.limit if data is None else contextlib.nullcontext():
+                    response = self._send_authenticated(
+                        method, full, scopes, headers, params, body, stream, timeout
+                    )
             except requests.exceptions.SSLError as exc:
                 raise self._ssl_error(full, exc) from None
             except (requests.ConnectionError, requests.Timeout,
@@ -299,6 +346,7 @@ class Transport:
                     attempt += 1
                     continue
                 raise self._unavailable(full, exc) from exc
+            self.limit.observe(response.status_code)
             if response.status_code in RETRY_STATUSES and retryable and attempt < self.retries:
                 delay = _retry_after(response)
                 if delay is None:

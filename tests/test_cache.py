@@ -299,3 +299,104 @@ def test_a_wrong_cached_manifest_never_comes_back(open_registry, unique_repo, tm
     reg = ContainerRegistry(open_registry.host, cache=ContentCache(directory=tmp_path))
     assert reg.client.get_manifest(unique_repo, digest).digest == digest
     assert reg.cache.stats.disk_rejects == 1
+
+
+# ------------------------------------------------------------------ concurrency
+
+
+def test_the_request_limit_halves_on_429_and_grows_back():
+    from registry_nb.transport import AdaptiveLimit
+
+    limit = AdaptiveLimit(8)
+    limit.observe(429)
+    assert limit.limit == 4 and limit.throttled == 1
+    for _ in range(3):
+        limit.observe(429)
+    assert limit.limit == 1  # never below one
+    for _ in range(1 + 2 + 3):  # one calm answer per slot, then one more slot
+        limit.observe(200)
+    assert limit.limit == 4
+    for _ in range(100):
+        limit.observe(200)
+    assert limit.limit == 8  # never above the maximum
+
+
+def test_the_request_limit_bounds_requests_in_flight():
+    from registry_nb.transport import AdaptiveLimit
+
+    limit = AdaptiveLimit(3)
+    peak = [0]
+    lock = threading.Lock()
+
+    def work() -> None:
+        with limit:
+            with lock:
+                peak[0] = max(peak[0], limit.in_flight)
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=work) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 3 and limit.in_flight == 0
+
+
+def test_a_registry_answering_429_lowers_the_transports_concurrency():
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from registry_nb.transport import Transport
+
+    seen = {"n": 0, "busy": 0, "peak": 0}
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            with lock:
+                seen["n"] += 1
+                seen["busy"] += 1
+                seen["peak"] = max(seen["peak"], seen["busy"])
+                throttle = seen["n"] <= 4
+            time.sleep(0.02)
+            with lock:
+                seen["busy"] -= 1
+            self.send_response(429 if throttle else 200)
+            if throttle:
+                self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        transport = Transport(f"127.0.0.1:{server.server_port}", pool_size=8,
+                              use_docker_config=False)
+
+        def get() -> int:
+            return transport.request("GET", "/v2/").status_code
+
+        first = [threading.Thread(target=get) for _ in range(4)]
+        for t in first:
+            t.start()
+        for t in first:
+            t.join()
+        assert transport.limit.throttled == 4
+        assert transport.limit.limit < 8
+        with lock:
+            seen["peak"] = 0
+        statuses: list[int] = []
+        more = [threading.Thread(target=lambda: statuses.append(get())) for _ in range(16)]
+        for t in more:
+            t.start()
+        for t in more:
+            t.join()
+        assert statuses == [200] * 16
+        # the limit only grew while these ran: they never exceeded its final value
+        assert seen["peak"] <= transport.limit.limit < 8
+        transport.close()
+    finally:
+        server.shutdown()
+        server.server_close()
