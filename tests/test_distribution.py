@@ -663,13 +663,21 @@ def test_interrupted_upload_restarts_when_the_registry_dropped_the_session(
     small_chunks, proxy: FaultProxy, pclient: RegistryClient, client: RegistryClient,
     unique_repo: str,
 ) -> None:
-    """distribution cancels an upload whose PATCH was cut halfway: start again."""
+    """A PATCH cut halfway: the client asks the registry where the upload stands.
+
+    distribution 2.8 usually cancels such an upload (the status GET answers 404 and
+    the client starts a new one), but when the cut lands between its reads it keeps
+    the session (204 with a Range) and the client resumes; which one happens is the
+    registry's timing, and both must end with the blob stored intact.
+    """
     data, digest = random_blob(350 * KIB)
     proxy.add_fault("PATCH", "/blobs/uploads/", skip=1, cut_request_after=30 * KIB,
                     forward_partial=True)
     assert pclient.upload_blob(unique_repo, data, digest)
-    assert len(proxy.matching("POST")) == 2
-    assert proxy.matching("GET", "/blobs/uploads/")[0].status == 404
+    status = proxy.matching("GET", "/blobs/uploads/")[0].status
+    assert status in (204, 404)
+    if status == 404:  # the registry dropped the session: a second upload was opened
+        assert len(proxy.matching("POST")) == 2
     assert client.read_blob(unique_repo, digest) == data
 
 
