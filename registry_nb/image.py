@@ -108,6 +108,10 @@ def verified_chunks(chunks: Iterable[bytes], descriptor: Descriptor, what: str,
 class ImageStore(ABC):
     """Where manifests and blobs come from."""
 
+    #: True when :meth:`iter_blob` itself checks the length as bytes arrive and the
+    #: digest after the last chunk, so a sink need not hash the same bytes again.
+    verifies_blobs = False
+
     @abstractmethod
     def describe(self) -> str:
         """A short human name (``127.0.0.1:5000/demo``, ``oci:/tmp/layout``)."""
@@ -351,6 +355,7 @@ class RegistryRepository(ImageStore, ImageSink):
     """One repository of a registry, as a source and as a destination."""
 
     transfer_phase = "upload"
+    verifies_blobs = True  # RegistryClient.iter_blob hashes while it streams
 
     def __init__(self, client: RegistryClient, repository: str) -> None:
         self.client = client
