@@ -40,6 +40,7 @@ class BigImage:
     manifest_digest: str
     layer_digests: list[str]
     size: int  # every blob: what a copy moves
+    config_digest: str = ""  # the image id once an engine pulled it
 
 
 def _write_blob(layout: Path, data: bytes) -> str:
@@ -75,7 +76,7 @@ def _write_layout(layout: Path, tag: str, layers: list[tuple[str, int, str]],
                        "annotations": {"org.opencontainers.image.ref.name": tag}}],
     }))
     return BigImage(layout, tag, manifest_digest, [d for d, _, _ in layers],
-                    len(config) + len(manifest) + sum(s for _, s, _ in layers))
+                    len(config) + len(manifest) + sum(s for _, s, _ in layers), config_digest)
 
 
 def _load_existing(layout: Path, tag: str, marker: dict[str, Any]) -> BigImage | None:
@@ -91,7 +92,7 @@ def _load_existing(layout: Path, tag: str, marker: dict[str, Any]) -> BigImage |
     if not all((layout / "blobs" / "sha256" / b["digest"][7:]).is_file() for b in blobs):
         return None
     return BigImage(layout, tag, entry["digest"], [b["digest"] for b in manifest["layers"]],
-                    entry["size"] + sum(b["size"] for b in blobs))
+                    entry["size"] + sum(b["size"] for b in blobs), manifest["config"]["digest"])
 
 
 def make_image_layout(layout: Path, *, layers: int, layer_bytes: int, seed: int,
