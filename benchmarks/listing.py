@@ -27,8 +27,8 @@ from typing import Any
 
 import requests
 
-from registry_nb.distribution import RegistryClient
-from registry_nb.manifest import MANIFEST_ACCEPT, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
+from registry_nb.oci import MANIFEST_ACCEPT, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
+from registry_nb.remote.distribution import RegistryClient
 
 __all__ = ["ListingData", "seed_listing", "list_with_registry_nb", "list_with_dxf",
            "list_sequential", "list_concurrent_raw", "ListingRun"]

@@ -131,7 +131,7 @@ class Run:
 
     def listing(self) -> None:
         from registry_nb import ContainerRegistry
-        from registry_nb.cache import ContentCache
+        from registry_nb.remote.cache import ContentCache
 
         sizes = self.sizes
         data = ListingData(self.services.listing, self.prefix, sizes.repos, sizes.tags,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry_nb.manifest import OCI_CONFIG, OCI_LAYER, OCI_LAYER_GZIP, OCI_MANIFEST
+from registry_nb.oci import OCI_CONFIG, OCI_LAYER, OCI_LAYER_GZIP, OCI_MANIFEST
 
 __all__ = ["BigImage", "make_image_layout", "make_blob_layout", "skopeo_save", "skopeo_load",
            "measure_rss", "FormProgress", "docker_cli", "delete_blob_links", "timed"]
@@ -210,8 +210,8 @@ def status(key):
 
 mode, registry, source, target = sys.argv[1:5]
 from registry_nb import ContainerRegistry
-from registry_nb.copy import copy_image
-from registry_nb.image import RegistryRepository
+from registry_nb.images.copy import copy_image
+from registry_nb.images.image import RegistryRepository
 
 class NoMount(RegistryRepository):
     def blob_origin(self, descriptor):

@@ -169,7 +169,7 @@ def findings_by_rule(frame: pd.DataFrame, *, rules: pd.DataFrame | None = None,
             counts.update(findings)
     severity: dict[str, str] = {}
     if rules is None:
-        from .audit import audit_rules  # charts sit beside the facade; imported on use
+        from .audits.rules import audit_rules  # charts sit beside the facade; imported on use
 
         rules = audit_rules()
     severity = dict(zip(rules["id"].astype(str), rules["severity"].astype(str), strict=True))

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .auth import RegistryCredentials
+    from .remote.credentials import RegistryCredentials
 
 __all__ = ["main"]
 
@@ -46,7 +46,7 @@ def _count(text: str) -> int:
 
 
 def _credentials(args: argparse.Namespace) -> RegistryCredentials | None:
-    from .auth import RegistryCredentials
+    from .remote.credentials import RegistryCredentials
 
     if not args.username:
         return None

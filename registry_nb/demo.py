@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .manifest import Index, Platform
+from .oci import Index, Platform
 from .registry import ContainerRegistry
 
 __all__ = ["seed_demo_images", "DEMO_CREATED"]

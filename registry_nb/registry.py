@@ -22,13 +22,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .assemble import append_layers, write_layer
-from .auth import RegistryCredentials
-from .cache import ContentCache
-from .copy import DEFAULT_WORKERS as COPY_WORKERS
-from .copy import CopyResult, plan_copy
-from .copy import copy_image as copy_between
-from .distribution import RegistryClient
 from .engine import Engine
 from .errors import (
     AuthenticationError,
@@ -45,11 +38,18 @@ from .frames import (
     size_mb,
     to_utc,
 )
-from .image import Image, RegistryRepository, gzip_isize, open_image
-from .layout import OCILayout, open_local
-from .manifest import ImageConfig, Index, Manifest, Platform, layer_history
+from .images.assemble import append_layers, write_layer
+from .images.copy import DEFAULT_WORKERS as COPY_WORKERS
+from .images.copy import CopyResult, plan_copy
+from .images.copy import copy_image as copy_between
+from .images.image import Image, RegistryRepository, gzip_isize, open_image
+from .images.layout import OCILayout, open_local
+from .oci import ImageConfig, Index, Manifest, Platform, layer_history
+from .oci.reference import ImageReference, is_docker_hub, normalize_registry
 from .progress import ProgressCallback, ProgressEvent
-from .reference import ImageReference, is_docker_hub, normalize_registry
+from .remote.cache import ContentCache
+from .remote.credentials import RegistryCredentials
+from .remote.distribution import RegistryClient
 
 if TYPE_CHECKING:  # pandas is imported by frames on first use
     import pandas as pd
@@ -801,7 +801,7 @@ class ContainerRegistry:
 
         See :func:`registry_nb.audit.audit`; :meth:`audit_rules` explains each rule.
         """
-        from . import audit as _audit
+        from . import audits as _audit
 
         return _audit.audit(self, repository, limit, rules_off=rules_off, reports=reports,
                             platform=platform, compare_with=compare_with, now=now)
@@ -809,35 +809,35 @@ class ContainerRegistry:
     @staticmethod
     def audit_rules() -> pd.DataFrame:
         """The audit rules: id, severity, title, explanation, fix."""
-        from . import audit as _audit
+        from . import audits as _audit
 
         return _audit.audit_rules()
 
     def storage_frame(self, repository: str | list[str] | None = None,
                       limit: int | None = None) -> pd.DataFrame:
         """Unique blobs and bytes stored against the sum of image sizes, by repository."""
-        from . import audit as _audit
+        from . import audits as _audit
 
         return _audit.storage_frame(self, repository, limit)
 
     def layer_contents(self, image_name: str, image_tag: str = "latest", *,
                        platform: str | None = None) -> pd.DataFrame:
         """Every file of every layer, streamed (nothing written to disk); unsafe names flagged."""
-        from . import audit as _audit
+        from . import audits as _audit
 
         return _audit.layer_contents(self, image_name, image_tag, platform=platform)
 
     def wasted_space(self, image_name: str, image_tag: str = "latest", *,
                      platform: str | None = None) -> Any:
         """Files hidden by later layers, bytes wasted and efficiency (an audit.WasteReport)."""
-        from . import audit as _audit
+        from . import audits as _audit
 
         return _audit.wasted_space(self, image_name, image_tag, platform=platform)
 
     def packages_frame(self, image_name: str, image_tag: str = "latest", *,
                        platform: str | None = None) -> pd.DataFrame:
         """Installed packages (dpkg, apk, Python dist-info) with the layer each came from."""
-        from . import audit as _audit
+        from . import audits as _audit
 
         return _audit.packages_frame(self, image_name, image_tag, platform=platform)
 

@@ -21,11 +21,11 @@ import pytest
 from helpers import BUSYBOX, RegistryService, skopeo_digest, skopeo_raw_manifest
 
 from registry_nb import ContainerRegistry
-from registry_nb.assemble import append_layers, write_layer
 from registry_nb.errors import RegistryError
-from registry_nb.image import GZIP_LAYER_TYPES, Image, gzip_isize
-from registry_nb.layout import OCILayout
-from registry_nb.manifest import (
+from registry_nb.images.assemble import append_layers, write_layer
+from registry_nb.images.image import GZIP_LAYER_TYPES, Image, gzip_isize
+from registry_nb.images.layout import OCILayout
+from registry_nb.oci import (
     DOCKER_CONFIG,
     DOCKER_LAYER,
     DOCKER_MANIFEST,

@@ -37,7 +37,8 @@ from helpers import (
 )
 
 from registry_nb import ContainerRegistry, RegistryCredentials
-from registry_nb.audit import RULES, audit_rules
+from registry_nb.audits import RULES, audit_rules
+from registry_nb.audits.vulns import vulnerabilities_frame
 from registry_nb.errors import DigestMismatchError, ImageNotFoundError, UnsupportedMediaTypeError
 from registry_nb.frames import (
     AUDIT_COLUMNS,
@@ -48,7 +49,6 @@ from registry_nb.frames import (
     STORAGE_COLUMNS,
     WASTED_FILE_COLUMNS,
 )
-from registry_nb.vulns import vulnerabilities_frame
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"

@@ -15,7 +15,13 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry_nb.auth import (
+from registry_nb.errors import (
+    AuthenticationError,
+    InsecureRegistryError,
+    RegistryError,
+    RegistryHTTPError,
+)
+from registry_nb.remote import (
     DOCKER_HUB_CONFIG_KEY,
     Challenge,
     RegistryAuth,
@@ -25,12 +31,6 @@ from registry_nb.auth import (
     normalize_scopes,
     parse_www_authenticate,
     repository_scope,
-)
-from registry_nb.errors import (
-    AuthenticationError,
-    InsecureRegistryError,
-    RegistryError,
-    RegistryHTTPError,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -489,7 +489,7 @@ def test_access_token_and_identity_token_post() -> None:
 
 def test_expires_in_minimum_and_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [1000.0]
-    monkeypatch.setattr("registry_nb.auth.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("registry_nb.remote.auth.time.monotonic", lambda: clock[0])
     session = FakeSession([_response(200, {"token": "short", "expires_in": 5})])
     auth = RegistryAuth("127.0.0.1:5002", None, session=session)  # type: ignore[arg-type]
     auth.on_401(_response(401, headers={"WWW-Authenticate": BEARER}))

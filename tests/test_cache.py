@@ -14,10 +14,10 @@ import pytest
 import requests
 
 from registry_nb import ContainerRegistry
-from registry_nb.cache import CachedContent, ContentCache, default_cache_dir
-from registry_nb.distribution import RegistryClient
 from registry_nb.errors import RegistryUnavailableError
-from registry_nb.manifest import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
+from registry_nb.oci import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
+from registry_nb.remote.cache import CachedContent, ContentCache, default_cache_dir
+from registry_nb.remote.distribution import RegistryClient
 
 
 def _digest(data: bytes) -> str:
@@ -305,7 +305,7 @@ def test_a_wrong_cached_manifest_never_comes_back(open_registry, unique_repo, tm
 
 
 def test_the_request_limit_halves_on_429_and_grows_back():
-    from registry_nb.transport import AdaptiveLimit
+    from registry_nb.remote.transport import AdaptiveLimit
 
     limit = AdaptiveLimit(8)
     limit.observe(429)
@@ -322,7 +322,7 @@ def test_the_request_limit_halves_on_429_and_grows_back():
 
 
 def test_the_request_limit_bounds_requests_in_flight():
-    from registry_nb.transport import AdaptiveLimit
+    from registry_nb.remote.transport import AdaptiveLimit
 
     limit = AdaptiveLimit(3)
     peak = [0]
@@ -345,7 +345,7 @@ def test_the_request_limit_bounds_requests_in_flight():
 def test_a_registry_answering_429_lowers_the_transports_concurrency():
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from registry_nb.transport import Transport
+    from registry_nb.remote.transport import Transport
 
     seen = {"n": 0, "busy": 0, "peak": 0}
     lock = threading.Lock()

@@ -20,17 +20,17 @@ from faultproxy import FaultProxy
 from helpers import RegistryService, seed_image, skopeo_digest, skopeo_raw_manifest
 
 from registry_nb import ContainerRegistry, RegistryCredentials
-from registry_nb.copy import copy_image, plan_copy
-from registry_nb.distribution import RegistryClient
 from registry_nb.errors import (
     DigestMismatchError,
     ManifestNotFoundError,
     OperationCancelled,
     RegistryError,
 )
-from registry_nb.image import ImageIndex, RegistryRepository, open_image
-from registry_nb.manifest import OCI_INDEX, Index, Platform
+from registry_nb.images.copy import copy_image, plan_copy
+from registry_nb.images.image import ImageIndex, RegistryRepository, open_image
+from registry_nb.oci import OCI_INDEX, Index, Platform
 from registry_nb.progress import ProgressAggregator, ProgressEvent
+from registry_nb.remote.distribution import RegistryClient
 
 KIB = 1024
 MIB = 1024 * KIB

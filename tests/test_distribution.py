@@ -32,9 +32,8 @@ from helpers import (
     skopeo_raw_manifest,
 )
 
-import registry_nb.distribution as dist
-from registry_nb.auth import RegistryCredentials
-from registry_nb.distribution import RegistryClient
+import registry_nb.remote.distribution as dist
+import registry_nb.remote.uploads as uploads
 from registry_nb.errors import (
     AuthenticationError,
     BlobNotFoundError,
@@ -46,7 +45,7 @@ from registry_nb.errors import (
     RegistryUnavailableError,
     UnsupportedMediaTypeError,
 )
-from registry_nb.manifest import (
+from registry_nb.oci import (
     DOCKER_SCHEMA1_SIGNED_MANIFEST,
     MAX_MANIFEST_BYTES,
     OCI_CONFIG,
@@ -55,6 +54,8 @@ from registry_nb.manifest import (
     OCI_MANIFEST,
     Manifest,
 )
+from registry_nb.remote import RegistryCredentials
+from registry_nb.remote.distribution import RegistryClient
 
 KIB = 1024
 
@@ -136,8 +137,8 @@ def pclient(proxy: FaultProxy) -> Iterator[RegistryClient]:
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunked uploads for anything over 64 KiB, in 100 KiB PATCHes."""
-    monkeypatch.setattr(dist, "MONOLITHIC_LIMIT", 64 * KIB)
-    monkeypatch.setattr(dist, "UPLOAD_CHUNK", 100 * KIB)
+    monkeypatch.setattr(uploads, "MONOLITHIC_LIMIT", 64 * KIB)
+    monkeypatch.setattr(uploads, "UPLOAD_CHUNK", 100 * KIB)
 
 
 @pytest.fixture

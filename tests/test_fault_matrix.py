@@ -55,13 +55,13 @@ import pytest
 from faultproxy import Fault, FaultProxy
 from helpers import RegistryService, make_oci_layout, push_layout_with_skopeo
 
-import registry_nb.transport as transport_module
+import registry_nb.remote.transport as transport_module
 from registry_nb import ContainerRegistry, RegistryCredentials
-from registry_nb.distribution import RegistryClient
 from registry_nb.errors import RegistryError
-from registry_nb.layout import TEMP_PREFIX, OCILayout
-from registry_nb.reference import validate_repository
-from registry_nb.transport import Transport
+from registry_nb.images.layout import TEMP_PREFIX, OCILayout
+from registry_nb.oci.reference import validate_repository
+from registry_nb.remote.distribution import RegistryClient
+from registry_nb.remote.transport import Transport
 
 KIB = 1024
 #: Read timeout of every Transport in these tests (a stall lasts longer).

@@ -38,11 +38,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from registry_nb import ContainerRegistry, RegistryCredentials
-from registry_nb.auth import credentials_from_docker_config, load_docker_config
 from registry_nb.errors import RegistryError
-from registry_nb.layers import ImageScan, read_layer
-from registry_nb.layout import TEMP_PREFIX, OCILayout
-from registry_nb.transport import Transport
+from registry_nb.images.layers import ImageScan, read_layer
+from registry_nb.images.layout import TEMP_PREFIX, OCILayout
+from registry_nb.remote import credentials_from_docker_config, load_docker_config
+from registry_nb.remote.transport import Transport
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -20,7 +20,7 @@ import pytest
 from helpers import gzip_bytes, make_tar, seed_image, skopeo
 
 from registry_nb.errors import DigestMismatchError, UnsupportedMediaTypeError
-from registry_nb.layers import (
+from registry_nb.images.layers import (
     MAX_META_BYTES,
     ImageScan,
     LayerReadError,
@@ -32,7 +32,7 @@ from registry_nb.layers import (
     read_layer,
     scan_image,
 )
-from registry_nb.manifest import OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, Descriptor
+from registry_nb.oci import OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, Descriptor
 
 MTIME = 1_700_000_000
 

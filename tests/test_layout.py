@@ -26,9 +26,8 @@ from helpers import (
     skopeo_raw_manifest,
 )
 
-import registry_nb.distribution as dist
+import registry_nb.remote.uploads as dist
 from registry_nb import ContainerRegistry
-from registry_nb.copy import copy_image
 from registry_nb.errors import (
     DigestMismatchError,
     ImageNotFoundError,
@@ -36,9 +35,10 @@ from registry_nb.errors import (
     OperationCancelled,
     RegistryError,
 )
-from registry_nb.image import Image, RegistryRepository, open_image
-from registry_nb.layout import TEMP_PREFIX, DockerArchive, OCILayout, open_local
-from registry_nb.manifest import DOCKER_MANIFEST, OCI_LAYER, OCI_MANIFEST
+from registry_nb.images.copy import copy_image
+from registry_nb.images.image import Image, RegistryRepository, open_image
+from registry_nb.images.layout import TEMP_PREFIX, DockerArchive, OCILayout, open_local
+from registry_nb.oci import DOCKER_MANIFEST, OCI_LAYER, OCI_MANIFEST
 from registry_nb.progress import ProgressEvent
 
 KIB = 1024

@@ -11,14 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import registry_nb.manifest as manifest_mod
+import registry_nb.oci as manifest_mod
+import registry_nb.oci.platform as platform_mod
 from registry_nb.errors import (
     InvalidManifestError,
     ManifestNotFoundError,
     RegistryError,
     UnsupportedMediaTypeError,
 )
-from registry_nb.manifest import (
+from registry_nb.oci import (
     DOCKER_CONFIG,
     DOCKER_LAYER,
     DOCKER_MANIFEST,
@@ -380,8 +381,8 @@ def test_platform_parse_and_str() -> None:
 ])
 def test_platform_host(monkeypatch: pytest.MonkeyPatch, system: str, machine: str,
                        expected: str) -> None:
-    monkeypatch.setattr(manifest_mod._host, "system", lambda: system)
-    monkeypatch.setattr(manifest_mod._host, "machine", lambda: machine)
+    monkeypatch.setattr(platform_mod._host, "system", lambda: system)
+    monkeypatch.setattr(platform_mod._host, "machine", lambda: machine)
     assert str(Platform.host()) == expected
 
 
@@ -412,8 +413,8 @@ def test_platform_dict_round_trip() -> None:
 
 
 def _host(monkeypatch: pytest.MonkeyPatch, system: str, machine: str) -> None:
-    monkeypatch.setattr(manifest_mod._host, "system", lambda: system)
-    monkeypatch.setattr(manifest_mod._host, "machine", lambda: machine)
+    monkeypatch.setattr(platform_mod._host, "system", lambda: system)
+    monkeypatch.setattr(platform_mod._host, "machine", lambda: machine)
 
 
 def test_index_parse() -> None:

@@ -10,7 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from registry_nb.errors import InvalidReferenceError, RegistryError
-from registry_nb.reference import (
+from registry_nb.oci.reference import (
     ImageReference,
     is_docker_hub,
     is_loopback_host,

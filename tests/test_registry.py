@@ -39,7 +39,7 @@ from registry_nb.errors import (
     RegistryHTTPError,
 )
 from registry_nb.frames import LAYER_COLUMNS, LOCAL_IMAGE_COLUMNS, REGISTRY_IMAGE_COLUMNS
-from registry_nb.manifest import OCI_INDEX, Descriptor, Index, Platform
+from registry_nb.oci import OCI_INDEX, Descriptor, Index, Platform
 from registry_nb.progress import ProgressAggregator, ProgressEvent
 
 PUSH_KEYS = {"status", "image", "digest", "size_bytes", "duration_seconds"}

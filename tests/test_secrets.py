@@ -41,8 +41,8 @@ import requests
 from helpers import RegistryService, busybox_build_context, make_oci_layout, seed_image
 
 from registry_nb import ContainerRegistry, RegistryCredentials
-from registry_nb.auth import RegistryAuth
 from registry_nb.errors import AuthenticationError, RegistryError
+from registry_nb.remote import RegistryAuth
 
 
 @dataclass

@@ -31,8 +31,8 @@ import pytest
 import test_fault_matrix as matrix
 from helpers import RegistryService
 
-import registry_nb.transport as transport_module
-from registry_nb.transport import Transport
+import registry_nb.remote.transport as transport_module
+from registry_nb.remote.transport import Transport
 
 SEED = int(os.environ.get("REGISTRY_NB_SOAK_SEED", "1"))
 STEPS = int(os.environ.get("REGISTRY_NB_SOAK_STEPS", "200"))

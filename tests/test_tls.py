@@ -39,8 +39,8 @@ from registry_nb.errors import (
     RegistryError,
     RegistryUnavailableError,
 )
-from registry_nb.layout import OCILayout
-from registry_nb.transport import Transport
+from registry_nb.images.layout import OCILayout
+from registry_nb.remote.transport import Transport
 
 START_TIMEOUT = 20.0
 

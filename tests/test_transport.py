@@ -25,7 +25,6 @@ import pytest
 import requests
 from helpers import RegistryService, seed_image
 
-from registry_nb.auth import RegistryCredentials
 from registry_nb.errors import (
     AuthenticationError,
     BlobNotFoundError,
@@ -36,7 +35,8 @@ from registry_nb.errors import (
     RegistryHTTPError,
     RegistryUnavailableError,
 )
-from registry_nb.transport import (
+from registry_nb.remote import RegistryCredentials
+from registry_nb.remote.transport import (
     USER_AGENT,
     RegistryWarning,
     Transport,
@@ -173,7 +173,7 @@ def _basic_route(target: str | None = None) -> Callable[[Hit, int], Reply]:
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the exponential backoff of the in-process tests short."""
-    monkeypatch.setattr("registry_nb.transport._BACKOFF", 0.02)
+    monkeypatch.setattr("registry_nb.remote.transport._BACKOFF", 0.02)
 
 
 # ------------------------------------------------------------------- URLs

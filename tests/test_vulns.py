@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 
 from registry_nb import ContainerImage
-from registry_nb.frames import VULNERABILITY_COLUMNS
-from registry_nb.vulns import (
+from registry_nb.audits.vulns import (
     SEVERITIES,
     ReportFormatError,
     attach,
@@ -18,6 +17,7 @@ from registry_nb.vulns import (
     severity_counts,
     vulnerabilities_frame,
 )
+from registry_nb.frames import VULNERABILITY_COLUMNS
 
 LAYER = "sha256:" + "1" * 64
 

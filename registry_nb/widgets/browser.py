@@ -21,7 +21,7 @@ import ipywidgets as widgets
 import pandas as pd
 from IPython.display import Image
 
-from ..manifest import ImageConfig
+from ..oci import ImageConfig
 from ..registry import ContainerRegistry
 from ._common import describe_error, ensure_shell, held, human_bytes, kv_table
 from .charts import figure_png, layer_chart

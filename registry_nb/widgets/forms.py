@@ -21,7 +21,6 @@ from typing import Any, ClassVar
 import ipywidgets as widgets
 from IPython.display import HTML, Image
 
-from ..auth import RegistryCredentials
 from ..errors import BuildError, OperationCancelled, RegistryError
 from ..progress import (
     ProgressAggregator,
@@ -31,6 +30,7 @@ from ..progress import (
     Throttle,
 )
 from ..registry import ContainerRegistry
+from ..remote.credentials import RegistryCredentials
 from ._common import (
     BoundedLog,
     FormInputError,

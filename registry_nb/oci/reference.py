@@ -27,7 +27,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from .errors import InvalidReferenceError
+from ..errors import InvalidReferenceError
 
 __all__ = [
     "DOCKER_HUB",

@@ -24,15 +24,15 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .errors import (
+from ..errors import (
     ManifestNotFoundError,
     OperationCancelled,
     RegistryError,
     RegistryUnavailableError,
 )
+from ..oci import Descriptor, ImageConfig, Index, Manifest, Platform
+from ..progress import ProgressCallback, ProgressEvent
 from .image import ImageSink, ImageStore, short_id
-from .manifest import Descriptor, ImageConfig, Index, Manifest, Platform
-from .progress import ProgressCallback, ProgressEvent
 
 __all__ = ["CopyResult", "CopyPlan", "plan_copy", "copy_image", "DEFAULT_WORKERS",
            "BLOB_ATTEMPTS"]

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .reference import parse_digest
+from ..oci.reference import parse_digest
 
 __all__ = ["ContentCache", "CachedContent", "CacheStats", "default_cache_dir",
            "DEFAULT_MEMORY_BYTES", "DEFAULT_DISK_BYTES", "MAX_ITEM_BYTES"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -24,18 +23,17 @@ import docker
 import docker.errors
 import requests
 
-from .errors import (
+from ..errors import (
     AuthenticationError,
     BuildError,
     EngineError,
     ImageNotFoundError,
-    InsecureRegistryError,
-    InvalidReferenceError,
     OperationCancelled,
     RegistryError,
-    RegistryUnavailableError,
 )
-from .progress import ProgressAggregator, ProgressCallback, ProgressEvent
+from ..oci.reference import is_docker_hub
+from ..progress import ProgressAggregator, ProgressCallback, ProgressEvent
+from .messages import ANSI, BUILT, STEP, classify_engine_message, progress_event_from_docker
 
 __all__ = [
     "Engine",
@@ -49,153 +47,8 @@ log = logging.getLogger(__name__)
 #: Layers of build output kept for a :class:`BuildError`.
 BUILD_LOG_TAIL = 20
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_STEP = re.compile(r"^Step (\d+)/(\d+) : ")
-_BUILT = re.compile(r"^Successfully built ([0-9a-f]+)")
-_HUB_NAMES = {"", "docker.io", "index.docker.io", "registry.hub.docker.com", "registry-1.docker.io"}
-
-# docker status text -> (phase, completed); None phase means "the operation's own phase".
-_STATUS_PHASES: dict[str, tuple[str | None, bool]] = {
-    "Downloading": ("download", False),
-    "Download complete": ("download", True),
-    "Verifying Checksum": ("verify", False),
-    "Extracting": ("extract", False),
-    "Pull complete": (None, True),
-    "Already exists": (None, True),
-    "Pushing": ("upload", False),
-    "Pushed": (None, True),
-    "Layer already exists": (None, True),
-}
-_NOT_LAYER_PREFIXES = ("Pulling from ", "Digest:", "Status:", "Pulling repository", "The push ")
-
-
 class EngineUnavailableError(EngineError):
     """No Docker engine answers at the configured address (``DOCKER_HOST``)."""
-
-
-def progress_event_from_docker(operation: str, raw: Mapping[str, Any]) -> ProgressEvent | None:
-    """Translate one decoded docker push/pull status event; None if it carries no status.
-
-    ``operation`` ("push", "pull" or "build") is the phase given to status lines
-    that are not byte progress.
-    """
-    status = raw.get("status")
-    if not isinstance(status, str):
-        return None
-    ident = raw.get("id")
-    layer = (
-        ident
-        if isinstance(ident, str) and ident and not status.startswith(_NOT_LAYER_PREFIXES)
-        else None
-    )
-    phase, completed = _STATUS_PHASES.get(status, (None, False))
-    if status.startswith("Mounted from"):
-        phase, completed = None, True
-    detail = raw.get("progressDetail") or {}
-    current = detail.get("current") if isinstance(detail, Mapping) else None
-    total = detail.get("total") if isinstance(detail, Mapping) else None
-    if not isinstance(current, int) or isinstance(current, bool):
-        current = None
-    if not isinstance(total, int) or isinstance(total, bool) or total <= 0:
-        total = None
-    if layer is None and ident and status.startswith("Pulling from "):
-        message = f"{status} ({ident})"
-    else:
-        message = f"{layer}: {status}" if layer else status
-    return ProgressEvent(
-        phase=phase or operation,
-        layer=layer,
-        current=current,
-        total=total,
-        message=message,
-        status=status,
-        completed=completed,
-    )
-
-
-_AUTH_MARKERS = (
-    "no basic auth credentials",
-    "unauthorized",
-    "authentication required",
-    "incorrect username or password",
-    "denied",
-)
-_UNREACHABLE_MARKERS = (
-    "connection refused",
-    "no such host",
-    "i/o timeout",
-    "no route to host",
-    "dial tcp",
-    "connection reset",
-    "tls handshake timeout",
-)
-
-
-def classify_engine_message(
-    operation: str,
-    subject: str,
-    message: str,
-    *,
-    status_code: int | None = None,
-) -> RegistryError:
-    """Map a docker error text (stream ``error`` line or API explanation) to a typed error.
-
-    ``operation`` is "push", "pull", "login", ... and ``subject`` the reference
-    or registry it was about; both only shape the message and hint.
-    """
-    text = message.strip() or f"HTTP {status_code}"
-    if text[-1] not in ".!?":
-        text += "."
-    low = text.lower()
-    what = (
-        f"{operation} of {subject}" if operation in ("push", "pull") else f"{operation} {subject}"
-    )
-    if "pull access denied" in low or "repository does not exist" in low:
-        return ImageNotFoundError(
-            f"{what} failed: {text}",
-            hint="Check the repository name; if it is private, log in first.",
-        )
-    if "an image does not exist locally" in low or "no such image" in low:
-        return ImageNotFoundError(
-            f"{what} failed: {text}",
-            hint="Build or tag the image locally first (list_images shows what exists).",
-        )
-    if "manifest unknown" in low or ("manifest for" in low and "not found" in low):
-        return ImageNotFoundError(
-            f"{what} failed: {text}", hint="Check that the repository and tag exist."
-        )
-    if status_code == 401 or any(m in low for m in _AUTH_MARKERS):
-        if operation == "login":
-            hint = "Check the username and password (or token) for this registry."
-        else:
-            hint = (
-                f"Log in with credentials allowed to {operation} this repository "
-                "(Engine.login or auth_config=)."
-            )
-        return AuthenticationError(f"{what} refused: {text}", hint=hint)
-    if "server gave http response to https client" in low:
-        return InsecureRegistryError(
-            f"{what} failed: {text}",
-            hint="The registry speaks plain HTTP: add it to the engine's insecure-registries "
-            "or serve it over TLS (loopback addresses are trusted without this).",
-        )
-    if "x509" in low or "certificate" in low:
-        return InsecureRegistryError(
-            f"{what} failed: {text}",
-            hint="The engine does not trust the registry's certificate: install its CA "
-            "as /etc/docker/certs.d/<host:port>/ca.crt.",
-        )
-    if any(m in low for m in _UNREACHABLE_MARKERS):
-        return RegistryUnavailableError(
-            f"{what} failed: the engine could not reach the registry: {text}",
-            hint="Check the registry address and that it runs and is reachable "
-            "from the Docker engine.",
-        )
-    if "invalid reference format" in low:
-        return InvalidReferenceError(subject, "reference", text.rstrip("."))
-    if status_code == 404 or "not found" in low:
-        return ImageNotFoundError(f"{what} failed: {text}", hint="Check the name and tag.")
-    return EngineError(f"{what} failed: {text}")
 
 
 def _strip_scheme(registry: str) -> str:
@@ -486,7 +339,7 @@ class Engine:
             lambda c: c.login(
                 username=user,
                 password=secret,
-                registry=None if server in _HUB_NAMES else server,
+                registry=None if is_docker_hub(server) else server,
                 reauth=True,
             ),
         )
@@ -626,14 +479,14 @@ class Engine:
         found: dict[str, Any] = {"step": None, "n": None, "of": None, "id": None, "short": None}
 
         def line(text: str) -> None:
-            text = _ANSI.sub("", text).rstrip()
+            text = ANSI.sub("", text).rstrip()
             if not text:
                 return
             tail.append(text)
-            m = _STEP.match(text)
+            m = STEP.match(text)
             if m:
                 found["step"], found["n"], found["of"] = text, int(m[1]), int(m[2])
-            built = _BUILT.match(text)
+            built = BUILT.match(text)
             if built:
                 found["short"] = built[1]
             state.emit(
@@ -673,7 +526,7 @@ class Engine:
         def build_failed(text: str) -> BuildError:
             flush_line()
             return BuildError(
-                _ANSI.sub("", text).strip(), step=found["step"], log_tail="\n".join(tail)
+                ANSI.sub("", text).strip(), step=found["step"], log_tail="\n".join(tail)
             )
 
         def api_failed(exc: docker.errors.APIError) -> BuildError:

@@ -22,15 +22,14 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import cached_property
 from typing import IO
 
-from .distribution import RegistryClient
-from .errors import (
+from ..errors import (
     AuthenticationError,
     DigestMismatchError,
     InvalidManifestError,
     RegistryError,
     RegistryHTTPError,
 )
-from .manifest import (
+from ..oci import (
     DOCKER_LAYER,
     OCI_LAYER_GZIP,
     OCI_LAYER_NONDISTRIBUTABLE_GZIP,
@@ -40,7 +39,8 @@ from .manifest import (
     Manifest,
     Platform,
 )
-from .reference import parse_digest
+from ..oci.reference import parse_digest
+from ..remote.distribution import RegistryClient
 
 __all__ = [
     "BlobProgress",

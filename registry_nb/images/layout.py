@@ -30,15 +30,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import (
+from ..errors import (
     DigestMismatchError,
     ImageNotFoundError,
     InvalidManifestError,
     ManifestNotFoundError,
     RegistryError,
 )
-from .image import BlobProgress, ImageSink, ImageStore, verified_chunks
-from .manifest import (
+from ..oci import (
     MAX_MANIFEST_BYTES,
     OCI_CONFIG,
     OCI_INDEX,
@@ -50,7 +49,8 @@ from .manifest import (
     Manifest,
     parse_manifest,
 )
-from .reference import parse_digest
+from ..oci.reference import parse_digest
+from .image import BlobProgress, ImageSink, ImageStore, verified_chunks
 
 __all__ = ["OCILayout", "DockerArchive", "open_local", "REF_NAME", "CONTAINERD_NAME",
            "LAYOUT_VERSION", "TEMP_PREFIX"]

@@ -30,9 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from .errors import NotFoundError, RegistryError
-from .image import BlobProgress, Image, ImageStore, verified_chunks
-from .manifest import (
+from ..errors import NotFoundError, RegistryError
+from ..oci import (
     DOCKER_CONFIG,
     DOCKER_LAYER,
     DOCKER_MANIFEST,
@@ -46,6 +45,7 @@ from .manifest import (
     Platform,
     format_timestamp,
 )
+from .image import BlobProgress, Image, ImageStore, verified_chunks
 
 __all__ = ["LayerBlob", "AssembledImage", "write_layer", "append_layers",
            "reproducible_time", "DEFAULT_CREATED_BY"]

@@ -17,7 +17,6 @@ only goes to the registry's own scheme, host and port.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import random
@@ -35,29 +34,19 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 from urllib3.util.retry import Retry
 
-from .auth import (
-    RegistryAuth,
-    RegistryCredentials,
-    _read_bounded,
-    credentials_from_docker_config,
-)
-from .errors import (
+from .._version import __version__
+from ..errors import (
     AuthenticationError,
-    BlobNotFoundError,
-    ImageNotFoundError,
     InsecureRegistryError,
     InvalidReferenceError,
-    ManifestNotFoundError,
     RegistryError,
     RegistryHTTPError,
     RegistryUnavailableError,
 )
-from .reference import DOCKER_HUB, DOCKER_HUB_API, is_loopback_host, normalize_registry
-
-try:
-    from . import __version__
-except ImportError:  # pragma: no cover - partially initialised package
-    __version__ = "0"
+from ..oci.reference import DOCKER_HUB, DOCKER_HUB_API, is_loopback_host, normalize_registry
+from .auth import RegistryAuth
+from .credentials import RegistryCredentials, credentials_from_docker_config
+from .responses import error_from_response, raise_for_status
 
 __all__ = [
     "Transport",
@@ -75,7 +64,6 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 MAX_RETRY_WAIT = 30.0
 MAX_REDIRECTS = 10
-MAX_ERROR_BODY = 64 * 1024
 _BACKOFF = 0.5
 _BODY_HEADERS = frozenset({"content-type", "content-length", "transfer-encoding"})
 
@@ -526,103 +514,3 @@ def _emit_warnings(response: requests.Response) -> None:
         warnings.warn(
             RegistryWarning(f"registry {host} warns: {text}"), stacklevel=3
         )
-
-
-# ---------------------------------------------------------------- errors
-
-
-def _registry_errors(response: requests.Response) -> tuple[list[dict[str, Any]], bytes]:
-    """The ``errors`` list of a registry's JSON error body, and the body (bounded read)."""
-    if response.request is not None and response.request.method == "HEAD":
-        return [], b""
-    try:
-        raw = _read_bounded(response, MAX_ERROR_BODY)
-    finally:
-        response.close()
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return [], raw
-    errors = data.get("errors") if isinstance(data, dict) else None
-    if not isinstance(errors, list):
-        return [], raw
-    return [e for e in errors if isinstance(e, dict)], raw
-
-
-def error_from_response(response: requests.Response, what: str) -> RegistryError:
-    """The typed error for an error response; ``what`` says what was being done.
-
-    401/403 → AuthenticationError; 404 → Manifest/Blob/ImageNotFoundError from the
-    registry's error code (or the URL when the body has none); others →
-    RegistryHTTPError with the status, the first error code and the registry's message.
-    """
-    status = response.status_code
-    errors, raw = _registry_errors(response)
-    code = str(errors[0].get("code")) if errors and errors[0].get("code") else None
-    messages = [
-        f"{e.get('code') or 'ERROR'}: {e.get('message') or ''}".rstrip(": ")
-        for e in errors[:3]
-    ]
-    detail = f" ({'; '.join(messages)})" if messages else ""
-    url = response.url or (response.request.url if response.request is not None else "")
-    host = urlsplit(url or "").netloc or "the registry"
-    path = urlsplit(url or "").path
-
-    if status == 401:
-        return AuthenticationError(
-            f"{host}: authentication required to {what}{detail}.",
-            hint="Pass credentials=RegistryCredentials(...) or run `docker login`.",
-        )
-    if status == 403:
-        return AuthenticationError(
-            f"{host}: not allowed to {what}{detail}.",
-            hint="The credentials lack this permission; ask the registry's admin for "
-            "access or use other credentials.",
-        )
-    if status == 404:
-        kind = code or ""
-        if not kind:
-            if "/manifests/" in path:
-                kind = "MANIFEST_UNKNOWN"
-            elif "/blobs/" in path and "/blobs/uploads" not in path:
-                kind = "BLOB_UNKNOWN"
-            elif "/tags/list" in path:
-                kind = "NAME_UNKNOWN"
-        if kind == "MANIFEST_UNKNOWN":
-            return ManifestNotFoundError(
-                f"cannot {what}: {host} has no such manifest{detail}.",
-                hint="Check the repository name and the tag or digest.",
-            )
-        if kind == "BLOB_UNKNOWN":
-            return BlobNotFoundError(
-                f"cannot {what}: {host} has no such blob{detail}.",
-                hint="The blob may have been garbage-collected or pushed to another repository.",
-            )
-        if kind == "NAME_UNKNOWN":
-            return ImageNotFoundError(
-                f"cannot {what}: {host} has no such repository{detail}.",
-                hint="Check the repository name (Docker Hub official images live under library/).",
-            )
-    hints = {
-        405: "The registry does not allow this operation (deletes are often disabled).",
-        429: "The registry is rate limiting; wait a while and try again.",
-    }
-    hint = hints.get(status)
-    if status == 400 and b"HTTP request to an HTTPS server" in raw:  # Go's TLS listener
-        hint = ("The registry speaks HTTPS: use https://host:port (with ca_bundle= for a "
-                "private CA). Loopback hosts without a scheme get plain HTTP.")
-    if hint is None and status >= 500:
-        hint = "The registry failed internally; try again later or check its logs."
-    reason = response.reason or ""
-    return RegistryHTTPError(
-        f"cannot {what}: {host} answered {status} {reason}{detail}.".replace(" .", "."),
-        status=status,
-        code=code,
-        hint=hint,
-    )
-
-
-def raise_for_status(response: requests.Response, what: str) -> None:
-    """Raise :func:`error_from_response` for a status of 400 or more."""
-    if response.status_code >= 400:
-        raise error_from_response(response, what)

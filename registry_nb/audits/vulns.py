@@ -27,8 +27,8 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import RegistryError
-from .frames import VULNERABILITY_COLUMNS, build_frame
+from ..errors import RegistryError
+from ..frames import VULNERABILITY_COLUMNS, build_frame
 
 __all__ = [
     "ReportFormatError",
