@@ -26,7 +26,7 @@ ALIASES = {
     "layout": "images.layout",
     "copy": "images.copy",
     "assemble": "images.assemble",
-    "layers": "images.layers",
+    "layers": "images",
     "audit": "audits",
     "vulns": "audits.vulns",
 }

@@ -1,50 +1,42 @@
 """``ContainerRegistry``: the facade users call from a notebook.
 
-It joins two worlds behind one object: the local Docker engine (through
-:mod:`registry_nb.engine`) for push, pull, build and local listings, and the
-registry's HTTP API (through :mod:`registry_nb.distribution`) for everything a
-registry can answer without an engine. Lists come back as dicts (the original
-contract) or as pandas DataFrames (:mod:`registry_nb.frames`).
+It joins two worlds behind one object: the local Docker engine (:mod:`registry_nb.engine`)
+for push, pull, build and local listings, and the registry's HTTP API for everything a
+registry can answer without an engine. Each method is a short delegation to the layer
+that owns the work, in the manner of docker-py's models over its API and crane over
+go-containerregistry: reading goes through :class:`~registry_nb.images.listing.RegistryImages`
+(listings, images resolved by platform), moving through :mod:`registry_nb.images.copy`,
+audits through :mod:`registry_nb.audits`, frames through :mod:`registry_nb.listings`.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
+from . import listings
 from .engine import Engine
-from .errors import (
-    AuthenticationError,
-    ImageNotFoundError,
-    NotFoundError,
-    RegistryError,
-    RegistryHTTPError,
-)
-from .frames import (
-    LAYER_COLUMNS,
-    LOCAL_IMAGE_COLUMNS,
-    REGISTRY_IMAGE_COLUMNS,
-    build_frame,
-    size_mb,
-    to_utc,
-)
+from .engine import auth_config as engine_auth_config
+from .errors import NotFoundError, RegistryError
+from .frames import size_mb
 from .images.assemble import append_layers, write_layer
 from .images.copy import DEFAULT_WORKERS as COPY_WORKERS
 from .images.copy import CopyResult, plan_copy
 from .images.copy import copy_image as copy_between
-from .images.image import Image, RegistryRepository, gzip_isize, open_image
+from .images.image import Image, RegistryRepository, open_image
 from .images.layout import OCILayout, open_local
-from .oci import ImageConfig, Index, Manifest, Platform, layer_history
+from .images.listing import DEFAULT_WORKERS, RegistryImages, full_name, reference_on
+from .listings import ContainerImage, describe, local_image_rows
+from .oci import ImageConfig, Platform
 from .oci.reference import ImageReference, is_docker_hub, normalize_registry
 from .progress import ProgressCallback, ProgressEvent
 from .remote.cache import ContentCache
@@ -56,41 +48,7 @@ if TYPE_CHECKING:  # pandas is imported by frames on first use
 
 __all__ = ["ContainerRegistry", "ContainerImage"]
 
-#: Extra frame column of ``uncompressed=True`` (gzip ISIZE; see gzip_isize).
-UNCOMPRESSED_COLUMN = {"uncompressed_size_bytes": "Int64"}
-
 log = logging.getLogger(__name__)
-
-#: Concurrent manifest/config fetches in a listing (one shared session; the transport
-#: lowers it while the registry answers 429). 32 beat 16 and 8 by 5-15% (benchmarks/).
-DEFAULT_WORKERS = 32
-
-_T = TypeVar("_T")
-_R = TypeVar("_R")
-
-
-@dataclass
-class ContainerImage:
-    """One image as the registry describes it: where it is and what it holds."""
-
-    name: str
-    tag: str | None
-    registry_url: str
-    digest: str | None = None
-    media_type: str | None = None
-    size_bytes: int | None = None
-    layer_count: int | None = None
-    created: datetime | None = None
-    architecture: str | None = None
-    os: str | None = None
-    labels: dict[str, str] = field(default_factory=dict)
-    platforms: list[str] | None = None
-    vulnerabilities: Any = None
-
-    @property
-    def size_mb(self) -> float | None:
-        """Compressed size in MB (10**6 bytes)."""
-        return size_mb(self.size_bytes)
 
 
 class ContainerRegistry:
@@ -116,7 +74,7 @@ class ContainerRegistry:
         self.ca_bundle = ca_bundle
         self.max_workers = max_workers
         self._engine = engine
-        self._client: RegistryClient | None = None
+        self._images: RegistryImages | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -127,16 +85,22 @@ class ContainerRegistry:
     # ------------------------------------------------------------ plumbing
 
     @property
-    def client(self) -> RegistryClient:
-        """The registry API client (created on first use, shared by threads)."""
+    def images(self) -> RegistryImages:
+        """This registry's images through its API (created on first use, shared by threads)."""
         with self._lock:
-            if self._client is None:
-                self._client = RegistryClient.connect(
+            if self._images is None:
+                client = RegistryClient.connect(
                     self.registry_url, self.credentials, insecure=self.insecure,
                     ca_bundle=self.ca_bundle, pool_size=max(self.max_workers, 4),
                     cache=self.cache,
                 )
-            return self._client
+                self._images = RegistryImages(client, workers=self.max_workers)
+            return self._images
+
+    @property
+    def client(self) -> RegistryClient:
+        """The registry API client (created on first use, shared by threads)."""
+        return self.images.client
 
     @property
     def engine(self) -> Engine:
@@ -149,10 +113,10 @@ class ContainerRegistry:
     def close(self) -> None:
         """Release connections to the registry and the engine."""
         with self._lock:
-            client, self._client = self._client, None
+            images, self._images = self._images, None
             engine = self._engine
-        if client is not None:
-            client.close()
+        if images is not None:
+            images.client.close()
         if engine is not None:
             engine.close()  # reconnects on the next call
 
@@ -169,35 +133,21 @@ class ContainerRegistry:
 
     def _get_full_image_name(self, image_name: str, image_tag: str | None = None) -> str:
         """The name docker uses: ``host/name:tag``, without a host for Docker Hub."""
-        name = image_name.strip("/")
-        base = name if self.is_docker_hub else f"{self.registry_host}/{name}"
-        return f"{base}:{image_tag}" if image_tag else base
+        return full_name(self.registry_host, image_name, image_tag)
 
     def _reference(self, image_name: str, image_tag: str | None = None) -> ImageReference:
         """Parse ``image_name[:tag]`` on this registry (adds ``library/`` on Docker Hub)."""
-        text = self._get_full_image_name(image_name, image_tag)
-        if self.is_docker_hub:
-            text = f"docker.io/{text}"
-        return ImageReference.parse(text)
+        return reference_on(self.registry_host, image_name, image_tag)
 
     def _auth_config(self) -> dict[str, str] | None:
-        """The engine's auth for this registry; None leaves it to the docker config.
+        """The engine's auth for this registry; None leaves it to the docker config."""
+        return engine_auth_config(self.credentials, self.registry_host)
 
-        Username + password (or token) are sent as such; a token alone is sent as
-        a registry (Bearer) token and an identity token as docker's refresh token.
-        """
-        creds = self.credentials
-        if creds is None:
-            return None
-        server = {"serveraddress": self.registry_host}
-        if creds.username and (creds.password or creds.token):
-            return {"username": creds.username, "password": creds.password or creds.token or "",
-                    **server}
-        if creds.token:
-            return {"registrytoken": creds.token, **server}
-        if creds.identity_token:
-            return {"identitytoken": creds.identity_token, **server}
-        return None
+    def with_credentials(self, credentials: RegistryCredentials | None) -> ContainerRegistry:
+        """A facade on the same registry and engine with other credentials."""
+        return ContainerRegistry(self.registry_url, credentials, insecure=self.insecure,
+                                 ca_bundle=self.ca_bundle, engine=self.engine,
+                                 max_workers=self.max_workers)
 
     def is_available(self) -> bool:
         """True when a Docker engine answers (push, pull and build need one)."""
@@ -231,39 +181,22 @@ class ContainerRegistry:
         if not self.is_available():
             return self._simulated(full, "push")
         started = time.monotonic()
+        repository = self._get_full_image_name(image_name)
         if local_image:
-            self.engine.tag(local_image, self._get_full_image_name(image_name), image_tag)
+            self.engine.tag(local_image, repository, image_tag)
         auth = self._auth_config()
         if auth is not None and "username" in auth:
             self.engine.login(self.registry_host, self.credentials)
-        pushed = self.engine.push(self._get_full_image_name(image_name), image_tag,
-                                  auth_config=auth, progress=progress, cancel=cancel)
-        return {
-            "status": "success",
-            "image": full,
-            "digest": pushed["digest"],
-            "size_bytes": self._compressed_size(ref.repository, pushed["digest"]),
-            "duration_seconds": round(time.monotonic() - started, 3),
-        }
-
-    def _compressed_size(self, repository: str, digest: str) -> int | None:
-        """Sum of the layer sizes of manifest ``digest`` (an index: its images' distinct layers)."""
+        pushed = self.engine.push(repository, image_tag, auth_config=auth, progress=progress,
+                                  cancel=cancel)
         try:
-            top = self.client.get_manifest(repository, digest)
-            if isinstance(top, Manifest):
-                return top.compressed_size
-            layers: dict[str, int] = {}
-            for entry in top.manifests:
-                if entry.is_attestation:
-                    continue
-                child = self.client.get_manifest(repository, entry.digest)
-                if isinstance(child, Manifest):
-                    layers.update((layer.digest, layer.size) for layer in child.layers)
-            return sum(layers.values())
+            size: int | None = self.images.compressed_size(ref.repository, pushed["digest"])
         except RegistryError as exc:
             log.warning("pushed %s@%s but could not read its size back: %s",
-                        repository, digest, exc)
-            return None
+                        ref.repository, pushed["digest"], exc)
+            size = None
+        return {"status": "success", "image": full, "digest": pushed["digest"],
+                "size_bytes": size, "duration_seconds": round(time.monotonic() - started, 3)}
 
     def pull_image(self, image_name: str, image_tag: str = "latest", *,
                    progress: ProgressCallback | None = None,
@@ -281,16 +214,11 @@ class ContainerRegistry:
         attrs = self.engine.pull(self._get_full_image_name(image_name), image_tag,
                                  auth_config=self._auth_config(), progress=progress,
                                  cancel=cancel)
-        history = self.engine.image_history(attrs["Id"])
-        total = sum(int(entry.get("Size") or 0) for entry in history)
-        return {
-            "status": "success",
-            "image": full,
-            "image_id": attrs["Id"],
-            "size_mb": size_mb(total),
-            "duration_seconds": round(time.monotonic() - started, 3),
-            "tags": list(attrs.get("RepoTags") or []),
-        }
+        total = sum(int(e.get("Size") or 0) for e in self.engine.image_history(attrs["Id"]))
+        return {"status": "success", "image": full, "image_id": attrs["Id"],
+                "size_mb": size_mb(total),
+                "duration_seconds": round(time.monotonic() - started, 3),
+                "tags": list(attrs.get("RepoTags") or [])}
 
     def build_and_push(self, dockerfile_path: str | os.PathLike[str], image_name: str,
                        image_tag: str, build_args: dict[str, str] | None = None,
@@ -307,17 +235,7 @@ class ContainerRegistry:
         """
         self._reference(image_name, image_tag)
         full = self._get_full_image_name(image_name, image_tag)
-        path = Path(dockerfile_path)
-        if path.is_dir():
-            context, dockerfile = path, "Dockerfile"
-            if not (path / dockerfile).is_file():
-                raise NotFoundError(f"no Dockerfile in {path}",
-                                    hint="Pass the Dockerfile's path or a folder holding one.")
-        elif path.is_file():
-            context, dockerfile = path.parent, path.name
-        else:
-            raise NotFoundError(f"{path} does not exist",
-                                hint="Pass the Dockerfile's path or a folder holding one.")
+        context, dockerfile = _build_context(Path(dockerfile_path))
         if not self.is_available():
             return self._simulated(full, "build")
         started = time.monotonic()
@@ -326,53 +244,21 @@ class ContainerRegistry:
                                      cancel=cancel)
         built = time.monotonic()
         push_result = self.push_image(image_name, image_tag, progress=progress, cancel=cancel)
-        return {
-            "status": "success",
-            "image": full,
-            "image_id": image_id,
-            "build_duration_seconds": round(built - started, 3),
-            "total_duration_seconds": round(time.monotonic() - started, 3),
-            "push_result": push_result,
-        }
+        return {"status": "success", "image": full, "image_id": image_id,
+                "build_duration_seconds": round(built - started, 3),
+                "total_duration_seconds": round(time.monotonic() - started, 3),
+                "push_result": push_result}
 
     # -------------------------------------------------------- local listing
 
     def _local_rows(self, repository: str | None, *, platform: bool = False
                     ) -> list[dict[str, Any]]:
-        """One row per local tag (``platform``: inspect each image for arch and os)."""
         if not self.is_available():
             return []
         wanted = None
         if repository:
             wanted = {repository.strip("/"), self._get_full_image_name(repository)}
-        rows = []
-        for image in self.engine.list_images():
-            tags = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
-            tags = [t for t in tags if wanted is None or t.rpartition(":")[0] in wanted]
-            if not tags:
-                continue
-            attrs: dict[str, Any] = {}
-            if platform:
-                try:
-                    attrs = self.engine.inspect_image(image["Id"])
-                except ImageNotFoundError:  # removed while we listed
-                    continue
-            size = int(image.get("Size") or 0)
-            for repo_tag in tags:
-                repo, _, tag = repo_tag.rpartition(":")
-                rows.append({
-                    "repository": repo,
-                    "tag": tag,
-                    "image_id": image["Id"],
-                    "size_bytes": size,
-                    "size_mb": size_mb(size),
-                    "created": to_utc(image.get("Created")),
-                    "labels": dict(image.get("Labels") or {}),
-                    "architecture": attrs.get("Architecture"),
-                    "os": attrs.get("Os"),
-                })
-        rows.sort(key=lambda r: (r["repository"], r["tag"]))
-        return rows
+        return local_image_rows(self.engine, wanted, platform=platform)
 
     def list_images(self, repository: str | None = None) -> list[dict[str, Any]]:
         """Local images, one dict per tag: name, tag, image_id, size_mb, created, labels.
@@ -392,81 +278,9 @@ class ContainerRegistry:
 
         Empty, with its columns, when no Docker engine answers.
         """
-        return build_frame(self._local_rows(repository, platform=True), LOCAL_IMAGE_COLUMNS)
+        return listings.local_images_frame(self._local_rows(repository, platform=True))
 
     # ----------------------------------------------------- registry listing
-
-    def _api_repository(self, name: str) -> str:
-        return self._reference(name).repository
-
-    def _catalog(self) -> Iterator[str]:
-        """Repository names from the catalog (all pages), with errors that say what to do."""
-        if self.is_docker_hub:
-            raise RegistryError(
-                "Docker Hub has no catalog to list",
-                hint="Pass a repository, e.g. list_registry_images('library/busybox').",
-            )
-        hint = "Pass a repository to list only its tags."
-        try:
-            yield from self.client.catalog()
-        except AuthenticationError as exc:
-            raise AuthenticationError(
-                f"{self.registry_host} refused to list its catalog (/v2/_catalog): {exc.message}",
-                hint=f"{hint} Or use credentials allowed to list the catalog.",
-            ) from exc
-        except (RegistryHTTPError, NotFoundError) as exc:
-            status = getattr(exc, "status", None)
-            if isinstance(exc, NotFoundError) or status in (404, 405) or \
-                    getattr(exc, "code", None) == "UNSUPPORTED":
-                raise RegistryHTTPError(
-                    f"{self.registry_host} does not offer a catalog (/v2/_catalog)",
-                    status=status, code=getattr(exc, "code", None), hint=hint,
-                ) from exc
-            raise
-
-    def _tag_pairs(self, repository: str | None, limit: int | None, *,
-                   keep_errors: bool = False) -> list[tuple[str, str | None, str | None]]:
-        """(api repository, tag, error) triples, at most ``limit``.
-
-        With ``repository``, its tags; without, each catalog repository's tags,
-        fetched concurrently a batch at a time; tags sorted per repository.
-        ``keep_errors`` turns a catalog repository whose tags cannot be listed into
-        one ``(repo, None, why)`` entry instead of raising.
-        """
-        if limit is not None and limit < 0:
-            raise ValueError(f"limit must be >= 0 or None, not {limit}")
-        if limit == 0:
-            return []
-        if repository:
-            repo = self._api_repository(repository)
-            return [(repo, t, None) for t in sorted(self.client.tags(repo))][:limit]
-
-        def tags_of(repo: str) -> list[str] | RegistryError:
-            try:
-                return sorted(self.client.tags(repo))
-            except NotFoundError:  # in the catalog but without tags (all deleted)
-                return []
-            except RegistryError as exc:
-                return exc
-
-        out: list[tuple[str, str | None, str | None]] = []
-        names = self._catalog()
-        while batch := list(itertools.islice(names, self.max_workers)):
-            for repo, found in zip(batch, self._map(tags_of, batch), strict=True):
-                if isinstance(found, RegistryError):
-                    if not keep_errors:
-                        raise found
-                    out.append((repo, None, f"{type(found).__name__}: {found}"))
-                else:
-                    out.extend((repo, tag, None) for tag in found)
-                if limit is not None and len(out) >= limit:
-                    return out[:limit]
-        return out
-
-    def _display_name(self, repository: str) -> str:
-        if self.is_docker_hub and repository.startswith("library/"):
-            return repository[len("library/"):]
-        return repository
 
     def list_registry_images(self, repository: str | None = None,
                              limit: int | None = 100) -> list[dict[str, Any]]:
@@ -477,65 +291,25 @@ class ContainerRegistry:
         rows (None: no limit). A registry without a catalog raises an error saying
         to pass a repository.
         """
-        return [
-            {"name": self._display_name(repo), "tag": tag, "registry_url": self.registry_host,
-             "image": self._get_full_image_name(self._display_name(repo), tag)}
-            for repo, tag, _ in self._tag_pairs(repository, limit)
-        ]
-
-    def _resolve(self, repository: str, reference: str,
-                 platform: Platform | str | None = None
-                 ) -> tuple[Manifest | Index, Manifest, ImageConfig, list[str] | None]:
-        """Top manifest, the selected platform's image manifest, its config, platforms."""
-        top = self.client.get_manifest(repository, reference)
-        platforms = None
-        manifest: Manifest | Index = top
-        if isinstance(top, Index):
-            platforms = [str(p) for p in top.platforms]
-            chosen = top.select(platform)
-            manifest = self.client.get_manifest(repository, chosen.digest)
-            if isinstance(manifest, Index):
-                raise RegistryError(f"{repository}@{chosen.digest} is a nested index",
-                                    hint="Nested indexes are not supported yet.")
-        raw = self.client.read_blob(repository, manifest.config.digest,
-                                    size=manifest.config.size)
-        return top, manifest, ImageConfig.from_bytes(raw), platforms
+        images = self.images
+        listing = images.listing(repository, limit, keep_errors=False)
+        return [{"name": images.display_name(e.repository), "tag": e.tag,
+                 "registry_url": self.registry_host,
+                 "image": self._get_full_image_name(images.display_name(e.repository), e.tag)}
+                for e in listing]
 
     def describe_image(self, image_name: str, image_tag: str = "latest", *,
                        platform: str | None = None) -> ContainerImage:
         """Read one image's manifest and config from the registry."""
         ref = self._reference(image_name, image_tag)
-        return self._describe(ref.repository, ref.identifier, platform)
+        resolved = self.images.resolve(ref.repository, ref.identifier, platform)
+        return describe(self.images, ref.repository, ref.identifier, resolved)
 
     def image_config(self, image_name: str, image_tag: str = "latest", *,
                      platform: str | None = None) -> ImageConfig:
         """The image's config (for an index: the selected platform's), verified by digest."""
         ref = self._reference(image_name, image_tag)
-        return self._resolve(ref.repository, ref.identifier, platform)[2]
-
-    def with_credentials(self, credentials: RegistryCredentials | None) -> ContainerRegistry:
-        """A facade on the same registry and engine with other credentials."""
-        return ContainerRegistry(self.registry_url, credentials, insecure=self.insecure,
-                                 ca_bundle=self.ca_bundle, engine=self.engine,
-                                 max_workers=self.max_workers)
-
-    def _describe(self, repository: str, reference: str,
-                  platform: str | None) -> ContainerImage:
-        top, manifest, config, platforms = self._resolve(repository, reference, platform)
-        return ContainerImage(
-            name=self._display_name(repository),
-            tag=None if reference.startswith("sha256:") else reference,
-            registry_url=self.registry_host,
-            digest=top.digest,
-            media_type=top.media_type,
-            size_bytes=manifest.compressed_size,
-            layer_count=len(manifest.layers),
-            created=config.created,
-            architecture=config.architecture,
-            os=config.os,
-            labels=dict(config.config.labels or {}),
-            platforms=platforms,
-        )
+        return self.images.resolve(ref.repository, ref.identifier, platform).config
 
     def registry_images_frame(self, repository: str | None = None, limit: int | None = 100,
                               *, platform: str | None = None,
@@ -545,89 +319,52 @@ class ContainerRegistry:
         Details are fetched concurrently over one session; a tag (or catalog
         repository) whose details fail keeps its row with the reason in ``error``.
         For an index the row describes ``platform`` (default: the host's, then
-        linux/amd64) and ``platforms`` lists them all.
+        linux/amd64) and ``platforms`` lists them all. ``uncompressed=True`` adds
+        ``uncompressed_size_bytes`` from each gzip layer's trailer.
         """
         if platform is not None:
             Platform.parse(platform)  # a typo fails once, not on every index row
-        pairs = self._tag_pairs(repository, limit, keep_errors=True)
-
-        def row(item: tuple[str, str | None, str | None]) -> dict[str, Any]:
-            repo, tag, error = item
-            base = {"repository": self._display_name(repo), "tag": tag,
-                    "registry_url": self.registry_host, "error": error}
-            if tag is None:
-                return base
-            try:
-                image = self._describe(repo, tag, platform)
-            except Exception as exc:  # one bad tag never sinks the listing
-                log.debug("details of %s:%s failed", repo, tag, exc_info=True)
-                return {**base, "error": f"{type(exc).__name__}: {exc}"}
-            return {**base, "digest": image.digest, "media_type": image.media_type,
-                    "size_bytes": image.size_bytes, "size_mb": image.size_mb,
-                    "layer_count": image.layer_count, "created": image.created,
-                    "architecture": image.architecture, "os": image.os,
-                    "labels": image.labels, "platforms": image.platforms,
-                    **(self._uncompressed_total(repo, image.digest, platform)
-                       if uncompressed else {})}
-
-        return build_frame(self._map(row, pairs), REGISTRY_IMAGE_COLUMNS,
-                           extra=UNCOMPRESSED_COLUMN if uncompressed else None)
-
-    def _map(self, func: Callable[[_T], _R], items: list[_T]) -> list[_R]:
-        """``func`` over ``items`` in order, on a bounded pool when there are several."""
-        if len(items) <= 1:
-            return [func(i) for i in items]
-        with ThreadPoolExecutor(max_workers=min(self.max_workers, len(items)),
-                                thread_name_prefix="registry-nb") as pool:
-            return list(pool.map(func, items))
+        listing = self.images.listing(repository, limit)
+        return listings.registry_images_frame(self.images, listing, platform=platform,
+                                              uncompressed=uncompressed)
 
     def layers_frame(self, image_name: str, image_tag: str = "latest", *,
                      platform: str | None = None,
                      uncompressed: bool = False) -> pd.DataFrame:
         """The image's layers, in order, with the history line that made each."""
         ref = self._reference(image_name, image_tag)
-        _, manifest, config, _ = self._resolve(ref.repository, ref.identifier, platform)
-        history = layer_history(config, manifest)
-        rows = []
-        for index, layer in enumerate(manifest.layers):
-            entry = history[index] if index < len(history) else None
-            rows.append({
-                "index": index,
-                "digest": layer.digest,
-                "media_type": layer.media_type,
-                "size_bytes": layer.size,
-                "size_mb": size_mb(layer.size),
-                "created_by": entry.created_by if entry else None,
-                "created": entry.created if entry else None,
-            })
-        if uncompressed:
-            self._add_uncompressed(ref.repository, manifest.layers, rows)
-        return build_frame(rows, LAYER_COLUMNS, extra=UNCOMPRESSED_COLUMN if uncompressed else None)
+        resolved = self.images.resolve(ref.repository, ref.identifier, platform)
+        return listings.layers_frame(self.images, ref.repository, resolved,
+                                     uncompressed=uncompressed)
 
     # ============================================================================
     # Daemonless transfers: copy, save, load and assemble through the registry API
-    # (registry_nb.image / layout / copy / assemble). No Docker engine needed.
+    # (registry_nb.images). No Docker engine needed.
     # ============================================================================
 
-    def _client_for(self, registry: str, opened: dict[str, RegistryClient]) -> RegistryClient:
-        """This facade's client for its own host; for another host one client per
-        copy, with credentials from the docker config (``opened`` collects them)."""
-        host = normalize_registry(registry)
-        if host == self.registry_host:
-            return self.client
-        if host not in opened:
-            opened[host] = RegistryClient.connect(host, None, pool_size=max(self.max_workers, 4))
-        return opened[host]
+    @contextmanager
+    def _stores(self) -> Iterator[Any]:
+        """``store(reference)``: a repository store on any registry, for one operation.
 
-    @staticmethod
-    def _close_all(opened: dict[str, RegistryClient]) -> None:
-        for client in opened.values():
-            client.close()
+        This facade's client serves its own host; another host gets one client per
+        operation, with credentials from the docker config, closed at the end.
+        """
+        opened: dict[str, RegistryClient] = {}
 
-    def _transfer_result(self, result: CopyResult, **fields: Any) -> dict[str, Any]:
-        out = result.as_dict()
-        out.update(fields)
-        return out
+        def store(ref: ImageReference) -> RegistryRepository:
+            host = normalize_registry(ref.registry)
+            if host == self.registry_host:
+                return RegistryRepository(self.client, ref.repository)
+            if host not in opened:
+                opened[host] = RegistryClient.connect(host, None,
+                                                      pool_size=max(self.max_workers, 4))
+            return RegistryRepository(opened[host], ref.repository)
+
+        try:
+            yield store
+        finally:
+            for client in opened.values():
+                client.close()
 
     def copy_image(self, source: str | ImageReference, destination: str | ImageReference, *,
                    platforms: str | list[str] | None = None,
@@ -647,26 +384,21 @@ class ContainerRegistry:
         "digest", "media_type", "platforms", "blobs", "copied_blobs", "mounted_blobs",
         "existing_blobs", "bytes_copied", "size_bytes", "duration_seconds"}``.
         """
-        src = source if isinstance(source, ImageReference) else ImageReference.parse(source)
-        dst = destination if isinstance(destination, ImageReference) \
-            else ImageReference.parse(destination)
-        opened: dict[str, RegistryClient] = {}
-        try:
-            store = RegistryRepository(self._client_for(src.registry, opened), src.repository)
-            sink = RegistryRepository(self._client_for(dst.registry, opened), dst.repository)
-            plan = plan_copy(store, src.identifier, platforms=platforms)
+        src = _parse(source)
+        dst = _parse(destination)
+        with self._stores() as store:
+            source_store = store(src)
+            plan = plan_copy(source_store, src.identifier, platforms=platforms)
             if dst.digest and plan.top.digest != dst.digest:
                 raise RegistryError(
-                    f"{dst} names {dst.digest}, but the copy would write {plan.top.digest}",
+                    f"{dst} names {dst.digest}, but the copy would write {plan.top.digest}.",
                     hint="Name the destination by tag, or copy without platforms=.",
                 )
             tag = dst.tag if dst.tag or dst.digest else "latest"
-            result = copy_between(store, sink, tag=tag, plan=plan, workers=workers,
-                                progress=progress, cancel=cancel)
-        finally:
-            self._close_all(opened)
+            result = copy_between(source_store, store(dst), tag=tag, plan=plan,
+                                  workers=workers, progress=progress, cancel=cancel)
         shown = dst.with_tag(tag) if tag else dst
-        return self._transfer_result(result, source=str(src), destination=str(shown))
+        return _result(result, source=str(src), destination=str(shown))
 
     def save_image(self, image_name: str, image_tag: str, path: str | os.PathLike[str], *,
                    platforms: str | list[str] | None = None,
@@ -681,12 +413,11 @@ class ContainerRegistry:
         """
         ref = self._reference(image_name, image_tag)
         layout = OCILayout(path)
-        result = copy_between(RegistryRepository(self.client, ref.repository), layout,
-                            reference=ref.identifier, tag=image_tag, platforms=platforms,
-                            progress=progress, cancel=cancel)
-        return self._transfer_result(result, image=self._get_full_image_name(image_name,
-                                                                              image_tag),
-                                     path=str(layout.path), tag=image_tag)
+        result = copy_between(self.images.repository(ref.repository), layout,
+                              reference=ref.identifier, tag=image_tag, platforms=platforms,
+                              progress=progress, cancel=cancel)
+        return _result(result, image=self._get_full_image_name(image_name, image_tag),
+                       path=str(layout.path), tag=image_tag)
 
     def load_image(self, path: str | os.PathLike[str], image_name: str, image_tag: str, *,
                    source_tag: str | None = None, platforms: str | list[str] | None = None,
@@ -700,15 +431,13 @@ class ContainerRegistry:
         """
         ref = self._reference(image_name, image_tag)
         store = open_local(path)
-        reference = source_tag
-        if reference is None and image_tag in store.tags():
-            reference = image_tag
-        result = copy_between(store, RegistryRepository(self.client, ref.repository),
-                            reference=reference, tag=image_tag, platforms=platforms,
-                            progress=progress, cancel=cancel)
-        return self._transfer_result(result, image=self._get_full_image_name(image_name,
-                                                                              image_tag),
-                                     path=str(path))
+        if source_tag is None and image_tag in store.tags():
+            source_tag = image_tag
+        result = copy_between(store, self.images.repository(ref.repository),
+                              reference=source_tag, tag=image_tag, platforms=platforms,
+                              progress=progress, cancel=cancel)
+        return _result(result, image=self._get_full_image_name(image_name, image_tag),
+                       path=str(path))
 
     def image_from_directory(self, path: str | os.PathLike[str], image_name: str,
                              image_tag: str, *, base: str | ImageReference | None = None,
@@ -732,65 +461,26 @@ class ContainerRegistry:
         ``uncompressed_size_bytes`` (of the new layer).
         """
         ref = self._reference(image_name, image_tag)
-        opened: dict[str, RegistryClient] = {}
-        try:
+        base_ref = _parse(base) if base is not None else None
+        with self._stores() as store, \
+                tempfile.TemporaryDirectory(prefix="registry-nb-layer-") as tmp:
             base_image: Image | None = None
-            base_ref = None
-            if base is not None:
-                base_ref = base if isinstance(base, ImageReference) \
-                    else ImageReference.parse(base)
-                store = RegistryRepository(self._client_for(base_ref.registry, opened),
-                                           base_ref.repository)
-                top = open_image(store, base_ref.identifier)
+            if base_ref is not None:
+                top = open_image(store(base_ref), base_ref.identifier)
                 base_image = top if isinstance(top, Image) else top.image(platform)
-            with tempfile.TemporaryDirectory(prefix="registry-nb-layer-") as tmp:
-                layer = write_layer(path, Path(tmp) / "layer.tar.gz", prefix=prefix,
-                                    mtime=created)
-                image = append_layers(base_image, [layer], entrypoint=entrypoint, cmd=cmd,
-                                      env=env, labels=labels, user=user, workdir=workdir,
-                                      platform=platform, created=created)
-                result = copy_between(image, RegistryRepository(self.client, ref.repository),
-                                    tag=image_tag, progress=progress, cancel=cancel)
-        finally:
-            self._close_all(opened)
-        return self._transfer_result(
-            result, image=self._get_full_image_name(image_name, image_tag),
-            base=str(base_ref) if base_ref else None, layer_digest=layer.digest,
-            diff_id=layer.diff_id, uncompressed_size_bytes=layer.uncompressed_size,
-        )
-
-    def _isize(self, store: RegistryRepository, layer: Any) -> int | None:
-        try:
-            return gzip_isize(store, layer)
-        except RegistryHTTPError:  # no Range support: unknown
-            return None
-
-    def _add_uncompressed(self, repository: str, layers: list[Any],
-                          rows: list[dict[str, Any]]) -> None:
-        """Fill ``uncompressed_size_bytes`` of layer rows from each gzip trailer (ISIZE)."""
-        store = RegistryRepository(self.client, repository)
-        sizes = self._map(lambda layer: self._isize(store, layer), list(layers))
-        for row, value in zip(rows, sizes, strict=True):
-            row["uncompressed_size_bytes"] = value
-
-    def _uncompressed_total(self, repository: str, digest: str,
-                            platform: str | None) -> dict[str, Any]:
-        """``{"uncompressed_size_bytes": sum of ISIZE}``; null when a layer is not gzip
-        or the figure cannot be read (the row keeps its other details)."""
-        store = RegistryRepository(self.client, repository)
-        try:
-            top = open_image(store, digest)
-            image = top if isinstance(top, Image) else top.image(platform)
-            sizes = [self._isize(store, layer) for layer in image.manifest.layers]
-        except RegistryError:
-            log.debug("uncompressed size of %s@%s unknown", repository, digest, exc_info=True)
-            return {"uncompressed_size_bytes": None}
-        total = None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
-        return {"uncompressed_size_bytes": total}
+            layer = write_layer(path, Path(tmp) / "layer.tar.gz", prefix=prefix, mtime=created)
+            image = append_layers(base_image, [layer], entrypoint=entrypoint, cmd=cmd, env=env,
+                                  labels=labels, user=user, workdir=workdir, platform=platform,
+                                  created=created)
+            result = copy_between(image, self.images.repository(ref.repository), tag=image_tag,
+                                  progress=progress, cancel=cancel)
+        return _result(result, image=self._get_full_image_name(image_name, image_tag),
+                       base=str(base_ref) if base_ref else None, layer_digest=layer.digest,
+                       diff_id=layer.diff_id, uncompressed_size_bytes=layer.uncompressed_size)
 
     # ============================================================================
-    # Audits: findings per tag, storage, layer contents, wasted space, packages.
-    # Thin wrappers; the logic lives in registry_nb.audit (imported on first use).
+    # Audits: findings per tag, storage, layer contents, wasted space, packages
+    # (registry_nb.audits, imported on first use: it needs pandas).
     # ============================================================================
 
     def audit(self, repository: str | list[str] | None = None, limit: int | None = 100, *,
@@ -799,48 +489,80 @@ class ContainerRegistry:
               now: datetime | None = None) -> pd.DataFrame:
         """One row per tag with the listing's columns, audit facts and ``findings`` (rule ids).
 
-        See :func:`registry_nb.audit.audit`; :meth:`audit_rules` explains each rule.
+        See :func:`registry_nb.audits.audit`; :meth:`audit_rules` explains each rule.
         """
-        from . import audits as _audit
+        from . import audits
 
-        return _audit.audit(self, repository, limit, rules_off=rules_off, reports=reports,
-                            platform=platform, compare_with=compare_with, now=now)
+        listing = self.images.listing(repository, limit)
+        others = self.images.listing(list(compare_with), None) if compare_with else None
+        return audits.audit(self.images, listing, rules_off=rules_off, reports=reports,
+                            platform=platform, compare_with=others, now=now)
 
     @staticmethod
     def audit_rules() -> pd.DataFrame:
         """The audit rules: id, severity, title, explanation, fix."""
-        from . import audits as _audit
+        from . import audits
 
-        return _audit.audit_rules()
+        return audits.audit_rules()
 
     def storage_frame(self, repository: str | list[str] | None = None,
                       limit: int | None = None) -> pd.DataFrame:
         """Unique blobs and bytes stored against the sum of image sizes, by repository."""
-        from . import audits as _audit
+        from . import audits
 
-        return _audit.storage_frame(self, repository, limit)
+        names = self.images.repository_names(repository, limit)
+        if isinstance(repository, str):
+            self.client.tags(names[0])  # a missing repository raises here, as listings do
+        return audits.storage_frame(self.images, names)
 
     def layer_contents(self, image_name: str, image_tag: str = "latest", *,
                        platform: str | None = None) -> pd.DataFrame:
         """Every file of every layer, streamed (nothing written to disk); unsafe names flagged."""
-        from . import audits as _audit
+        from . import audits
 
-        return _audit.layer_contents(self, image_name, image_tag, platform=platform)
+        ref = self._reference(image_name, image_tag)
+        return audits.layer_contents(self.images, ref.repository, ref.identifier,
+                                     platform=platform)
 
     def wasted_space(self, image_name: str, image_tag: str = "latest", *,
                      platform: str | None = None) -> Any:
-        """Files hidden by later layers, bytes wasted and efficiency (an audit.WasteReport)."""
-        from . import audits as _audit
+        """Files hidden by later layers, bytes wasted and efficiency (an audits.WasteReport)."""
+        from . import audits
 
-        return _audit.wasted_space(self, image_name, image_tag, platform=platform)
+        ref = self._reference(image_name, image_tag)
+        return audits.wasted_space(self.images, ref.repository, ref.identifier,
+                                   platform=platform,
+                                   name=self._get_full_image_name(image_name, image_tag))
 
     def packages_frame(self, image_name: str, image_tag: str = "latest", *,
                        platform: str | None = None) -> pd.DataFrame:
         """Installed packages (dpkg, apk, Python dist-info) with the layer each came from."""
-        from . import audits as _audit
+        from . import audits
 
-        return _audit.packages_frame(self, image_name, image_tag, platform=platform)
+        ref = self._reference(image_name, image_tag)
+        return audits.packages_frame(self.images, ref.repository, ref.identifier,
+                                     platform=platform)
 
+
+def _parse(reference: str | ImageReference) -> ImageReference:
+    return reference if isinstance(reference, ImageReference) else ImageReference.parse(reference)
+
+
+def _result(result: CopyResult, **fields: Any) -> dict[str, Any]:
+    return {**result.as_dict(), **fields}
+
+
+def _build_context(path: Path) -> tuple[Path, str]:
+    """(context folder, Dockerfile name) of a Dockerfile path or a folder holding one."""
+    if path.is_dir():
+        if not (path / "Dockerfile").is_file():
+            raise NotFoundError(f"no Dockerfile in {path}.",
+                                hint="Pass the Dockerfile's path or a folder holding one.")
+        return path, "Dockerfile"
+    if path.is_file():
+        return path.parent, path.name
+    raise NotFoundError(f"{path} does not exist.",
+                        hint="Pass the Dockerfile's path or a folder holding one.")
 
 
 def _build_stage(progress: ProgressCallback | None) -> ProgressCallback | None:

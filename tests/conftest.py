@@ -9,6 +9,9 @@ the services are not running they FAIL, they do not skip.
 - ``docker_host`` -> str ``unix://…`` (also exported as ``DOCKER_HOST`` for the session)
 - ``docker_client`` -> docker.DockerClient on the project's dockerd
 - ``unique_repo`` -> str, a fresh repository name per test (``test/<name>-<hex>``)
+- ``docker_config_dir`` -> Path: ``DOCKER_CONFIG`` points at a fresh empty folder, so no
+  credentials of this machine's docker config reach a test unless it writes some
+- ``empty_docker_config`` -> Path: the same folder holding a ``config.json`` of ``{}``
 
 Tests that use any of these get the ``services`` marker automatically, so
 ``pytest -m "not services"`` runs the rest.
@@ -22,14 +25,10 @@ import os
 import re
 import secrets
 import socket
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from helpers import RegistryService  # noqa: E402
+from helpers import RegistryService
 
 START_HINT = "test services are not running: run `.venv/bin/python scripts/services.py start`"
 SERVICE_FIXTURES = {
@@ -176,3 +175,24 @@ def unique_repo(request) -> str:
     name = request.node.name.lower()
     name = re.sub(r"[^a-z0-9]+", "-", name).strip("-")[:40].strip("-") or "t"
     return f"test/{name}-{secrets.token_hex(3)}"
+
+
+# --------------------------------------------------------------------------
+# docker config isolation (shared by every test that builds clients)
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def docker_config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``DOCKER_CONFIG`` at a fresh empty folder (no config.json)."""
+    folder = tmp_path / "docker-config"
+    folder.mkdir()
+    monkeypatch.setenv("DOCKER_CONFIG", str(folder))
+    return folder
+
+
+@pytest.fixture
+def empty_docker_config(docker_config_dir: Path) -> Path:
+    """``DOCKER_CONFIG`` at a folder whose config.json is ``{}``."""
+    (docker_config_dir / "config.json").write_text("{}")
+    return docker_config_dir

@@ -37,14 +37,7 @@ from registry_nb.oci import (
 
 KIB = 1024
 
-
-@pytest.fixture(autouse=True)
-def empty_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = tmp_path / "docker-config"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    monkeypatch.setenv("DOCKER_CONFIG", str(folder))
-    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+pytestmark = pytest.mark.usefixtures("empty_docker_config")
 
 
 @pytest.fixture

@@ -87,14 +87,6 @@ def _write_config(folder: Path, data: Any) -> Path:
 
 
 @pytest.fixture
-def docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "dockercfg"
-    folder.mkdir()
-    monkeypatch.setenv("DOCKER_CONFIG", str(folder))
-    return folder
-
-
-@pytest.fixture
 def helper_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Puts tests/fixtures on PATH and returns the helper's JSON store file."""
     store = tmp_path / "helper-store.json"
@@ -104,13 +96,13 @@ def helper_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return store
 
 
-def test_load_missing_config_is_empty(docker_config: Path) -> None:
+def test_load_missing_config_is_empty(docker_config_dir: Path) -> None:
     assert load_docker_config() == {}
     assert credentials_from_docker_config("127.0.0.1:5000") is None
 
 
-def test_config_auth_field(docker_config: Path) -> None:
-    _write_config(docker_config, {"auths": {"127.0.0.1:5001": {"auth": _b64("alice:pa:ss")}}})
+def test_config_auth_field(docker_config_dir: Path) -> None:
+    _write_config(docker_config_dir, {"auths": {"127.0.0.1:5001": {"auth": _b64("alice:pa:ss")}}})
     creds = credentials_from_docker_config("127.0.0.1:5001")
     assert creds is not None
     assert (creds.username, creds.password) == ("alice", "pa:ss")
@@ -127,22 +119,23 @@ def test_config_auth_field(docker_config: Path) -> None:
         "127.0.0.1:5001",
     ],
 )
-def test_config_keys_in_url_forms(docker_config: Path, key: str) -> None:
-    _write_config(docker_config, {"auths": {key: {"username": "bob", "password": "pw"}}})
+def test_config_keys_in_url_forms(docker_config_dir: Path, key: str) -> None:
+    _write_config(docker_config_dir, {"auths": {key: {"username": "bob", "password": "pw"}}})
     creds = credentials_from_docker_config("http://127.0.0.1:5001/")
     assert creds is not None and (creds.username, creds.password) == ("bob", "pw")
 
 
 @pytest.mark.parametrize("query", ["docker.io", "", "index.docker.io", "registry.hub.docker.com"])
-def test_config_docker_hub_key(docker_config: Path, query: str) -> None:
-    _write_config(docker_config, {"auths": {DOCKER_HUB_CONFIG_KEY: {"auth": _b64("hubu:hubp")}}})
+def test_config_docker_hub_key(docker_config_dir: Path, query: str) -> None:
+    auths = {DOCKER_HUB_CONFIG_KEY: {"auth": _b64("hubu:hubp")}}
+    _write_config(docker_config_dir, {"auths": auths})
     creds = credentials_from_docker_config(query)
     assert creds is not None and creds.username == "hubu"
 
 
-def test_config_identity_token(docker_config: Path) -> None:
+def test_config_identity_token(docker_config_dir: Path) -> None:
     _write_config(
-        docker_config,
+        docker_config_dir,
         {"auths": {"reg.example": {"auth": _b64("u:"), "identitytoken": "refresh-123"}}},
     )
     creds = credentials_from_docker_config("reg.example")
@@ -159,8 +152,8 @@ def test_config_explicit_path_and_mapping(tmp_path: Path) -> None:
     assert RegistryCredentials.from_docker_config("h:1", path).username == "a"  # type: ignore[union-attr]
 
 
-def test_config_empty_entry_is_none(docker_config: Path) -> None:
-    _write_config(docker_config, {"auths": {"h:1": {}}})
+def test_config_empty_entry_is_none(docker_config_dir: Path) -> None:
+    _write_config(docker_config_dir, {"auths": {"h:1": {}}})
     assert credentials_from_docker_config("h:1") is None
 
 
@@ -177,18 +170,18 @@ def test_config_empty_entry_is_none(docker_config: Path) -> None:
         ({"auths": {"h:1": {"username": 5}}}, '"username"'),
     ],
 )
-def test_config_malformed(docker_config: Path, content: Any, fragment: str) -> None:
-    path = _write_config(docker_config, content)
+def test_config_malformed(docker_config_dir: Path, content: Any, fragment: str) -> None:
+    path = _write_config(docker_config_dir, content)
     with pytest.raises(RegistryError) as info:
         credentials_from_docker_config("h:1")
     assert str(path) in str(info.value)
     assert fragment in str(info.value)
 
 
-def test_cred_helper_for_host(docker_config: Path, helper_store: Path) -> None:
+def test_cred_helper_for_host(docker_config_dir: Path, helper_store: Path) -> None:
     helper_store.write_text(json.dumps({"127.0.0.1:5001": {"Username": "alice", "Secret": "hs"}}))
     _write_config(
-        docker_config,
+        docker_config_dir,
         {"credHelpers": {"127.0.0.1:5001": "regnbtest"},
          "auths": {"127.0.0.1:5001": {"auth": _b64("other:pw")}}},
     )
@@ -196,45 +189,45 @@ def test_cred_helper_for_host(docker_config: Path, helper_store: Path) -> None:
     assert creds is not None and (creds.username, creds.password) == ("alice", "hs")
 
 
-def test_creds_store_and_hub_server_url(docker_config: Path, helper_store: Path) -> None:
+def test_creds_store_and_hub_server_url(docker_config_dir: Path, helper_store: Path) -> None:
     helper_store.write_text(json.dumps({DOCKER_HUB_CONFIG_KEY: {"Username": "h", "Secret": "s"}}))
-    _write_config(docker_config, {"credsStore": "regnbtest"})
+    _write_config(docker_config_dir, {"credsStore": "regnbtest"})
     creds = credentials_from_docker_config("registry.hub.docker.com")
     assert creds is not None and creds.username == "h"
     # Not in the store: falls back to auths, then None.
     assert credentials_from_docker_config("127.0.0.1:5009") is None
 
 
-def test_cred_helper_identity_token(docker_config: Path, helper_store: Path) -> None:
+def test_cred_helper_identity_token(docker_config_dir: Path, helper_store: Path) -> None:
     helper_store.write_text(json.dumps({"ghcr.example": {"Username": "<token>", "Secret": "idt"}}))
-    _write_config(docker_config, {"credHelpers": {"ghcr.example": "regnbtest"}})
+    _write_config(docker_config_dir, {"credHelpers": {"ghcr.example": "regnbtest"}})
     creds = credentials_from_docker_config("ghcr.example")
     assert creds is not None
     assert creds.identity_token == "idt" and creds.username == "" and creds.password == ""
 
 
-def test_cred_helper_missing_binary(docker_config: Path, helper_store: Path) -> None:
-    _write_config(docker_config, {"credsStore": "nosuchhelper-xyz"})
+def test_cred_helper_missing_binary(docker_config_dir: Path, helper_store: Path) -> None:
+    _write_config(docker_config_dir, {"credsStore": "nosuchhelper-xyz"})
     with pytest.raises(AuthenticationError) as info:
         credentials_from_docker_config("127.0.0.1:5001")
     text = str(info.value)
     assert "docker-credential-nosuchhelper-xyz" in text
     assert "PATH" in text and "credentials=" in text
-    assert str(docker_config / "config.json") in text
+    assert str(docker_config_dir / "config.json") in text
 
 
-def test_cred_helper_error(docker_config: Path, helper_store: Path) -> None:
+def test_cred_helper_error(docker_config_dir: Path, helper_store: Path) -> None:
     helper_store.write_text(json.dumps({"h:1": {"fail": "keychain is locked"}}))
-    _write_config(docker_config, {"credHelpers": {"h:1": "regnbtest"}})
+    _write_config(docker_config_dir, {"credHelpers": {"h:1": "regnbtest"}})
     with pytest.raises(AuthenticationError) as info:
         credentials_from_docker_config("h:1")
     assert "docker-credential-regnbtest" in str(info.value)
     assert "keychain is locked" in str(info.value)
 
 
-def test_cred_helper_garbage_output_hides_it(docker_config: Path, helper_store: Path) -> None:
+def test_cred_helper_garbage_output_hides_it(docker_config_dir: Path, helper_store: Path) -> None:
     helper_store.write_text(json.dumps({"h:1": {"raw": "Secret=topsecret-value not json"}}))
-    _write_config(docker_config, {"credHelpers": {"h:1": "regnbtest"}})
+    _write_config(docker_config_dir, {"credHelpers": {"h:1": "regnbtest"}})
     with pytest.raises(AuthenticationError) as info:
         credentials_from_docker_config("h:1")
     assert "topsecret-value" not in str(info.value)

@@ -35,18 +35,10 @@ from registry_nb.remote.distribution import RegistryClient
 KIB = 1024
 MIB = 1024 * KIB
 
+pytestmark = pytest.mark.usefixtures("empty_docker_config")
+
 
 # ------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(autouse=True)
-def empty_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No credentials from this machine's docker config unless a test writes some."""
-    folder = tmp_path / "docker-config"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    monkeypatch.setenv("DOCKER_CONFIG", str(folder))
-    return folder
 
 
 def write_docker_config(folder: Path, *registries: RegistryService) -> None:

@@ -55,7 +55,7 @@ import pytest
 from faultproxy import Fault, FaultProxy
 from helpers import RegistryService, make_oci_layout, push_layout_with_skopeo
 
-import registry_nb.remote.transport as transport_module
+import registry_nb.remote.retry as retry_module
 from registry_nb import ContainerRegistry, RegistryCredentials
 from registry_nb.errors import RegistryError
 from registry_nb.images.layout import TEMP_PREFIX, OCILayout
@@ -549,7 +549,7 @@ def rig(basic_registry: RegistryService, token_registry: RegistryService,
 def short_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Small read timeout on every Transport, and a short retry backoff."""
     monkeypatch.setitem(Transport.__init__.__kwdefaults__, "timeout", (2.0, READ_TIMEOUT))
-    monkeypatch.setattr(transport_module, "_BACKOFF", 0.01)
+    monkeypatch.setattr(retry_module, "BACKOFF", 0.01)
 
 
 RECORDS: list[CaseRecord] = []

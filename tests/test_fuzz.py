@@ -39,8 +39,9 @@ from hypothesis import strategies as st
 
 from registry_nb import ContainerRegistry, RegistryCredentials
 from registry_nb.errors import RegistryError
-from registry_nb.images.layers import ImageScan, read_layer
+from registry_nb.images.layers import read_layer
 from registry_nb.images.layout import TEMP_PREFIX, OCILayout
+from registry_nb.images.scan import ImageScan
 from registry_nb.remote import credentials_from_docker_config, load_docker_config
 from registry_nb.remote.transport import Transport
 

@@ -22,7 +22,6 @@ from helpers import gzip_bytes, make_tar, seed_image, skopeo
 from registry_nb.errors import DigestMismatchError, UnsupportedMediaTypeError
 from registry_nb.images.layers import (
     MAX_META_BYTES,
-    ImageScan,
     LayerReadError,
     TarEntry,
     package_database,
@@ -30,8 +29,8 @@ from registry_nb.images.layers import (
     parse_dpkg_status,
     parse_python_metadata,
     read_layer,
-    scan_image,
 )
+from registry_nb.images.scan import ImageScan, scan_image
 from registry_nb.oci import OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, Descriptor
 
 MTIME = 1_700_000_000

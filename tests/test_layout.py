@@ -44,13 +44,7 @@ from registry_nb.progress import ProgressEvent
 KIB = 1024
 MIB = 1024 * KIB
 
-
-@pytest.fixture(autouse=True)
-def empty_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = tmp_path / "docker-config"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    monkeypatch.setenv("DOCKER_CONFIG", str(folder))
+pytestmark = pytest.mark.usefixtures("empty_docker_config")
 
 
 @pytest.fixture

@@ -82,17 +82,8 @@ def assert_schema(frame: pd.DataFrame, columns: dict[str, str]) -> None:
 
 
 @pytest.fixture
-def no_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty docker config, so only the credentials a test passes are used."""
-    folder = tmp_path / "docker-config"
-    folder.mkdir()
-    monkeypatch.setenv("DOCKER_CONFIG", str(folder))
-    return folder
-
-
-@pytest.fixture
 def reg(docker_host: str, open_registry: RegistryService,
-        no_docker_config: Path) -> Iterator[ContainerRegistry]:
+        docker_config_dir: Path) -> Iterator[ContainerRegistry]:
     with ContainerRegistry(open_registry.host) as registry:
         yield registry
 
@@ -110,7 +101,7 @@ def cleanup(docker_client) -> Iterator[list[str]]:
 
 
 @pytest.fixture
-def dead_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_docker_config: Path) -> str:
+def dead_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docker_config_dir: Path) -> str:
     """DOCKER_HOST pointing at a socket path nothing listens on."""
     host = f"unix://{tmp_path}/nothing-here.sock"
     monkeypatch.setenv("DOCKER_HOST", host)
@@ -418,7 +409,7 @@ def local_image(docker_client, tmp_path: Path, cleanup: list[str]) -> str:
 
 
 def test_push_to_the_basic_registry_logs_in(
-    docker_host: str, basic_registry: RegistryService, no_docker_config: Path,
+    docker_host: str, basic_registry: RegistryService, docker_config_dir: Path,
     unique_repo: str, local_image: str, cleanup: list[str],
 ) -> None:
     full = f"{basic_registry.host}/{unique_repo}:1"
@@ -443,7 +434,7 @@ def test_push_to_the_basic_registry_logs_in(
 
 
 def test_push_to_the_token_registry(
-    docker_host: str, token_registry: RegistryService, no_docker_config: Path,
+    docker_host: str, token_registry: RegistryService, docker_config_dir: Path,
     unique_repo: str, local_image: str, cleanup: list[str],
 ) -> None:
     full = f"{token_registry.host}/{unique_repo}:1"

@@ -31,7 +31,7 @@ import pytest
 import test_fault_matrix as matrix
 from helpers import RegistryService
 
-import registry_nb.remote.transport as transport_module
+import registry_nb.remote.retry as retry_module
 from registry_nb.remote.transport import Transport
 
 SEED = int(os.environ.get("REGISTRY_NB_SOAK_SEED", "1"))
@@ -69,7 +69,7 @@ def rig(basic_registry: RegistryService, token_registry: RegistryService,
 @pytest.fixture(autouse=True)
 def short_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(Transport.__init__.__kwdefaults__, "timeout", (2.0, READ_TIMEOUT))
-    monkeypatch.setattr(transport_module, "_BACKOFF", 0.01)
+    monkeypatch.setattr(retry_module, "BACKOFF", 0.01)
 
 
 def _pick(rng: random.Random, weights: dict[Any, int]) -> Any:

@@ -44,6 +44,8 @@ from registry_nb.remote.transport import Transport
 
 START_TIMEOUT = 20.0
 
+pytestmark = pytest.mark.usefixtures("docker_config_dir")
+
 
 @dataclass
 class TLSRegistry:
@@ -174,13 +176,6 @@ def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSRegist
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
-
-
-@pytest.fixture(autouse=True)
-def no_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = tmp_path / "docker-config"
-    folder.mkdir()
-    monkeypatch.setenv("DOCKER_CONFIG", str(folder))
 
 
 @pytest.fixture

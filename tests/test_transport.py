@@ -173,7 +173,7 @@ def _basic_route(target: str | None = None) -> Callable[[Hit, int], Reply]:
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the exponential backoff of the in-process tests short."""
-    monkeypatch.setattr("registry_nb.remote.transport._BACKOFF", 0.02)
+    monkeypatch.setattr("registry_nb.remote.retry.BACKOFF", 0.02)
 
 
 # ------------------------------------------------------------------- URLs
@@ -614,15 +614,6 @@ def test_https_to_plain_http_server(serve: Callable[..., Server]) -> None:
 # the services of scripts/services.py are not running.
 
 
-@pytest.fixture
-def no_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty DOCKER_CONFIG, so the user's docker logins never leak into a test."""
-    folder = tmp_path / "empty-docker-config"
-    folder.mkdir()
-    monkeypatch.setenv("DOCKER_CONFIG", str(folder))
-    return folder
-
-
 def _creds(reg: RegistryService, user: str | None = None, password: str | None = None) -> Any:
     user = user or reg.username or ""
     if password is None:
@@ -662,7 +653,7 @@ def test_services_http_only_for_loopback(
 
 
 def test_open_registry_needs_no_auth(
-    open_registry: RegistryService, no_docker_config: Path
+    open_registry: RegistryService, docker_config_dir: Path
 ) -> None:
     with Transport(open_registry.host) as t:
         assert t.ping().headers["Docker-Distribution-API-Version"] == "registry/2.0"
@@ -670,7 +661,7 @@ def test_open_registry_needs_no_auth(
 
 
 def test_basic_registry_good_wrong_missing(
-    basic_registry: RegistryService, unique_repo: str, no_docker_config: Path
+    basic_registry: RegistryService, unique_repo: str, docker_config_dir: Path
 ) -> None:
     seed_image(basic_registry, unique_repo, "v1", files={"hello.txt": b"hi"})
     with Transport(basic_registry.host, _creds(basic_registry)) as t:
@@ -708,7 +699,7 @@ def test_basic_registry_from_docker_config_helper(
 
 
 def test_bearer_good_wrong_missing(
-    token_registry: RegistryService, unique_repo: str, no_docker_config: Path
+    token_registry: RegistryService, unique_repo: str, docker_config_dir: Path
 ) -> None:
     seed_image(token_registry, unique_repo, "v1", files={"a.txt": b"a"})
     with Transport(token_registry.host, _creds(token_registry)) as t:
@@ -734,7 +725,7 @@ def test_bearer_good_wrong_missing(
 
 
 def test_bearer_without_scopes_uses_the_challenge_scope(
-    token_registry: RegistryService, unique_repo: str, no_docker_config: Path
+    token_registry: RegistryService, unique_repo: str, docker_config_dir: Path
 ) -> None:
     other = unique_repo + "-b"
     with Transport(token_registry.host, _creds(token_registry)) as t:
@@ -752,7 +743,7 @@ def test_bearer_without_scopes_uses_the_challenge_scope(
 
 
 def test_bearer_anonymous_pull_on_public(
-    token_registry: RegistryService, unique_repo: str, no_docker_config: Path
+    token_registry: RegistryService, unique_repo: str, docker_config_dir: Path
 ) -> None:
     repo = "public/" + unique_repo.split("/", 1)[1]
     digest = seed_image(token_registry, repo, "v1", files={"p.txt": b"public"})
@@ -767,7 +758,7 @@ def test_bearer_anonymous_pull_on_public(
 
 
 def test_bearer_reader_denied_push(
-    token_registry: RegistryService, unique_repo: str, no_docker_config: Path
+    token_registry: RegistryService, unique_repo: str, docker_config_dir: Path
 ) -> None:
     seed_image(token_registry, unique_repo, "v1", files={"r.txt": b"r"})
     reader = _creds(token_registry, "reader")
@@ -788,7 +779,7 @@ def test_bearer_reader_denied_push(
 
 
 def test_bearer_pre_obtained_token(
-    token_registry: RegistryService, unique_repo: str, no_docker_config: Path
+    token_registry: RegistryService, unique_repo: str, docker_config_dir: Path
 ) -> None:
     seed_image(token_registry, unique_repo, "v1", files={"t.txt": b"t"})
     token = _direct_token(token_registry, _pull(unique_repo))
@@ -804,7 +795,7 @@ def test_bearer_pre_obtained_token(
 
 
 def test_bearer_identity_token(
-    token_registry: RegistryService, unique_repo: str, no_docker_config: Path
+    token_registry: RegistryService, unique_repo: str, docker_config_dir: Path
 ) -> None:
     assert token_registry.realm
     answer = requests.post(token_registry.realm, data={
@@ -826,7 +817,7 @@ def test_bearer_identity_token(
 
 
 def test_bearer_token_cached_and_not_stampeded(
-    token_registry: RegistryService, unique_repo: str, no_docker_config: Path
+    token_registry: RegistryService, unique_repo: str, docker_config_dir: Path
 ) -> None:
     # A repository nobody else touches: every token asked for it is ours.
     with Transport(token_registry.host, _creds(token_registry)) as t:
@@ -852,7 +843,7 @@ def test_bearer_token_cached_and_not_stampeded(
 
 def test_redirect_from_registry_to_storage_drops_authorization(
     serve: Callable[..., Server], token_registry: RegistryService, unique_repo: str,
-    no_docker_config: Path,
+    docker_config_dir: Path,
 ) -> None:
     """A front for the token registry redirects blob GETs to a 'storage' host."""
     digest = seed_image(token_registry, unique_repo, "v1", files={"s.txt": b"storage"})
@@ -886,7 +877,7 @@ def test_redirect_from_registry_to_storage_drops_authorization(
 
 def test_debug_logs_and_errors_never_contain_secrets(
     basic_registry: RegistryService, token_registry: RegistryService, unique_repo: str,
-    caplog: pytest.LogCaptureFixture, no_docker_config: Path,
+    caplog: pytest.LogCaptureFixture, docker_config_dir: Path,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     texts: list[str] = []

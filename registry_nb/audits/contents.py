@@ -11,7 +11,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
@@ -23,42 +23,38 @@ from ..frames import (
     build_frame,
     size_mb,
 )
-from ..images.layers import ImageScan, scan_image
+from ..images.listing import RegistryImages
+from ..images.scan import ImageScan, scan_image
 from ..oci import (
     Manifest,
 )
-
-if TYPE_CHECKING:
-    from ..registry import ContainerRegistry
 
 __all__ = ["SCAN_CACHE_SIZE", "WasteReport", "scan", "layer_contents", "wasted_space",
            "packages_frame"]
 
 #: Image scans kept per facade (the last few images read), keyed by manifest digest.
 SCAN_CACHE_SIZE = 4
-_scans: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[str, str], ImageScan]] = \
+_scans: weakref.WeakKeyDictionary[RegistryImages, OrderedDict[tuple[str, str], ImageScan]] = \
     weakref.WeakKeyDictionary()
 _scans_lock = threading.Lock()
 
 
-def scan(reg: ContainerRegistry, image_name: str, image_tag: str = "latest", *,
+def scan(images: RegistryImages, repository: str, reference: str, *,
          platform: str | None = None) -> tuple[Manifest, ImageScan]:
     """Stream every layer of an image once and keep the result for the next few calls.
 
     Each blob's digest is verified as it streams (a mismatch raises
     :class:`~registry_nb.errors.DigestMismatchError` and nothing is kept).
     """
-    ref = reg._reference(image_name, image_tag)
-    _, manifest, _, _ = reg._resolve(ref.repository, ref.identifier, platform)
-    key = (ref.repository, manifest.digest)
+    image = images.resolve(repository, reference, platform).image
+    manifest = image.manifest
+    key = (repository, manifest.digest)
     with _scans_lock:
-        cache = _scans.setdefault(reg, OrderedDict())
+        cache = _scans.setdefault(images, OrderedDict())
         if key in cache:
             cache.move_to_end(key)
             return manifest, cache[key]
-    client = reg.client
-    result = scan_image(manifest.layers,
-                        lambda d: client.iter_blob(ref.repository, d.digest, size=d.size))
+    result = scan_image(manifest.layers, image.store.iter_blob)
     with _scans_lock:
         cache[key] = result
         while len(cache) > SCAN_CACHE_SIZE:
@@ -66,14 +62,14 @@ def scan(reg: ContainerRegistry, image_name: str, image_tag: str = "latest", *,
     return manifest, result
 
 
-def layer_contents(reg: ContainerRegistry, image_name: str, image_tag: str = "latest", *,
+def layer_contents(images: RegistryImages, repository: str, reference: str, *,
                    platform: str | None = None) -> pd.DataFrame:
     """Every tar entry of every layer, in order, read from the stream (nothing extracted).
 
     Unsafe names (absolute, climbing out with ``..``, links escaping the root) are
     listed as written with ``unsafe`` set and the reason in ``flags``.
     """
-    manifest, result = scan(reg, image_name, image_tag, platform=platform)
+    manifest, result = scan(images, repository, reference, platform=platform)
     rows = []
     for entry in result.entries:
         rows.append({
@@ -135,10 +131,10 @@ class WasteReport:
         return head + self.files.head(50).to_html(index=False)
 
 
-def wasted_space(reg: ContainerRegistry, image_name: str, image_tag: str = "latest", *,
-                 platform: str | None = None) -> WasteReport:
+def wasted_space(images: RegistryImages, repository: str, reference: str, *,
+                 platform: str | None = None, name: str | None = None) -> WasteReport:
     """Files overwritten or deleted by later layers, the bytes wasted and the efficiency."""
-    manifest, result = scan(reg, image_name, image_tag, platform=platform)
+    manifest, result = scan(images, repository, reference, platform=platform)
     merged = result.merge()
     wasted = sorted(merged.wasted, key=lambda w: (-w.size, w.path, w.layer))
     files = build_frame(
@@ -159,17 +155,17 @@ def wasted_space(reg: ContainerRegistry, image_name: str, image_tag: str = "late
             "notes": list(layer.notes),
         })
     return WasteReport(
-        image=reg._get_full_image_name(image_name, image_tag),
+        image=name or f"{images.full_name(repository)}@{manifest.digest}",
         total_bytes=merged.total_bytes, wasted_bytes=merged.wasted_bytes,
         efficiency=round(merged.efficiency, 6), files=files,
         layers=build_frame(layers, LAYER_SCAN_COLUMNS),
     )
 
 
-def packages_frame(reg: ContainerRegistry, image_name: str, image_tag: str = "latest", *,
+def packages_frame(images: RegistryImages, repository: str, reference: str, *,
                    platform: str | None = None) -> pd.DataFrame:
     """Installed packages (dpkg, apk, Python dist-info) with the layer each came from."""
-    manifest, result = scan(reg, image_name, image_tag, platform=platform)
+    manifest, result = scan(images, repository, reference, platform=platform)
     return build_frame(
         [{"ecosystem": p.ecosystem, "name": p.name, "version": p.version,
           "architecture": p.architecture, "layer": p.layer,

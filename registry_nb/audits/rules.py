@@ -7,9 +7,12 @@ Rules are data (:data:`RULES`); the checks of single facts (:func:`looks_secret`
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 from ..frames import (
     AUDIT_RULE_COLUMNS,
@@ -26,7 +29,7 @@ from ..oci import (
 
 __all__ = ["Rule", "RULES", "RULE_IDS", "SEVERITY", "SEVERITY_ORDER", "OCI_LABELS",
            "STALE_AFTER_DAYS", "LARGE_LAYER_SHARE", "LARGE_LAYER_MIN_BYTES", "audit_rules",
-           "looks_secret", "runs_as_root", "media_problems"]
+           "looks_secret", "runs_as_root", "media_problems", "findings"]
 
 #: Severities from worst to least.
 SEVERITY_ORDER = ("high", "medium", "low", "info")
@@ -54,6 +57,20 @@ class Rule:
     title: str
     explanation: str
     fix: str
+    #: Whether the rule fires for one audit row's facts (see :func:`findings`).
+    check: Callable[[Mapping[str, Any]], bool] = field(default=lambda facts: False,
+                                                       repr=False, compare=False)
+
+
+def _media(rule_id: str) -> Callable[[Mapping[str, Any]], bool]:
+    """A check that fires when :func:`media_problems` reported ``rule_id``."""
+    return lambda facts: rule_id in facts.get("media_rules", ())
+
+
+def _large_layer(facts: Mapping[str, Any]) -> bool:
+    size = facts.get("size_bytes") or 0
+    return ((facts.get("layer_count") or 0) >= 2 and size >= LARGE_LAYER_MIN_BYTES
+            and (facts.get("largest_layer_bytes") or 0) >= LARGE_LAYER_SHARE * size)
 
 
 RULES: tuple[Rule, ...] = (
@@ -61,7 +78,8 @@ RULES: tuple[Rule, ...] = (
          "Schema 1 manifests are deprecated, unsigned in practice, and refused by current "
          "Docker and containerd releases.",
          "Pull the image with an old docker and push it again with a current one (schema 2 or "
-         "OCI), or rebuild it."),
+         "OCI), or rebuild it.",
+         check=lambda f: f.get('schema1', False)),
     Rule("secret-env", "high", "Secret-looking environment variable",
          "The config sets environment variables whose names look like credentials "
          "(PASSWORD, PASSWD, SECRET, TOKEN, KEY, CREDENTIAL, PASSPHRASE) to a non-empty value. "
@@ -69,62 +87,76 @@ RULES: tuple[Rule, ...] = (
          "(pointers to secrets) and public-key names (GPG, PGP, PUBLIC, KEYRING) are not "
          "reported; only names are shown, never values.",
          "Remove the ENV line, rotate the secret, and pass it at run time (a mounted secret, "
-         "--env-file, or a build secret)."),
+         "--env-file, or a build secret).",
+         check=lambda f: bool(f.get('secret_env'))),
     Rule("vulnerabilities", "high", "Critical or high vulnerabilities",
          "The vulnerability report given for this tag lists CRITICAL or HIGH matches.",
-         "Rebuild on a patched base image, upgrade the packages with fixed versions."),
+         "Rebuild on a patched base image, upgrade the packages with fixed versions.",
+         check=lambda f: bool(f.get('vuln_critical') or f.get('vuln_high'))),
     Rule("layer-count-mismatch", "high", "Layers and diff_ids disagree",
          "The config's rootfs.diff_ids does not have one entry per manifest layer; engines "
          "refuse to unpack the image.",
-         "Rebuild and push the image with a standard tool."),
+         "Rebuild and push the image with a standard tool.",
+         check=_media('layer-count-mismatch')),
     Rule("unreadable", "medium", "Tag cannot be read",
          "The manifest or config of this tag could not be fetched or parsed (a missing or "
          "corrupt blob, a malformed document); pulls of it fail. The error column says why.",
-         "Re-push the image, or delete the tag."),
+         "Re-push the image, or delete the tag.",
+         check=lambda f: f.get('unreadable', False)),
     Rule("runs-as-root", "medium", "Runs as root",
          "The config's User is empty, 0 or root, so containers run as root unless the runtime "
          "says otherwise; a breakout then starts with root's privileges.",
-         "Add a USER instruction with an unprivileged user (e.g. USER 65532:65532)."),
+         "Add a USER instruction with an unprivileged user (e.g. USER 65532:65532).",
+         check=lambda f: f.get('runs_as_root') is True),
     Rule("mixed-media-types", "medium", "Docker and OCI media types mixed",
          "The manifest is of one family (Docker v2 or OCI) while its config, layers or "
          "(for an index) child manifests are of the other; strict clients reject such images.",
          "Push with one tool end to end (buildx --output oci-mediatypes=true, or skopeo copy "
-         "--format oci / v2s2)."),
+         "--format oci / v2s2).",
+         check=_media('mixed-media-types')),
     Rule("unknown-layer-type", "medium", "Unknown layer media type",
          "A layer's media type is not an image layer type (tar, tar+gzip, tar+zstd); engines "
          "cannot unpack it. It may be an artifact pushed under an image tag.",
-         "Push artifacts to their own repository, or rebuild the image."),
+         "Push artifacts to their own repository, or rebuild the image.",
+         check=_media('unknown-layer-type')),
     Rule("missing-oci-labels", "low", "OCI labels missing",
          "Labels (or manifest annotations) org.opencontainers.image.source, .version, "
          ".revision and .created tell where an image comes from; scanners and registries "
          "link to the source with them.",
          "Add LABEL org.opencontainers.image.source=... (docker/metadata-action writes all "
-         "four)."),
+         "four).",
+         check=lambda f: bool(f.get('missing_labels'))),
     Rule("latest-only", "low", "Only tag is latest",
          "The repository's only tag is latest, so nothing pins a version: every push moves it "
          "and rollbacks have nothing to go back to.",
-         "Tag each push with a version or commit too (1.4.2, sha-abc1234)."),
+         "Tag each push with a version or commit too (1.4.2, sha-abc1234).",
+         check=lambda f: f.get('latest_only') is True),
     Rule("stale-image", "low", "Old image",
          f"The image was built more than {STALE_AFTER_DAYS} days ago, so its packages miss a "
          "year of security fixes. Images without a creation time, or dated 1970-01-01 (what "
          "reproducible builds write), have no age and are not reported.",
-         "Rebuild regularly on a current base image."),
+         "Rebuild regularly on a current base image.",
+         check=lambda f: (f.get('age_days') or 0) > STALE_AFTER_DAYS),
     Rule("uncompressed-layers", "low", "Uncompressed layers",
          "Some layers are plain tar, so pulls move several times the bytes they need to.",
-         "Push with gzip or zstd layers (skopeo copy --dest-compress, or a current builder)."),
+         "Push with gzip or zstd layers (skopeo copy --dest-compress, or a current builder).",
+         check=_media('uncompressed-layers')),
     Rule("large-layer", "low", "One layer holds most of the image",
          f"One layer is at least {LARGE_LAYER_SHARE:.0%} of an image of several layers and at "
          f"least {LARGE_LAYER_MIN_BYTES / 1e6:g} MB: any change to it re-pushes and re-pulls "
          "nearly everything.",
-         "Split the build so slow-changing parts (dependencies) sit in their own lower layers."),
+         "Split the build so slow-changing parts (dependencies) sit in their own lower layers.",
+         check=_large_layer),
     Rule("zstd-layers", "info", "zstd layers",
          "Some layers are zstd-compressed; Docker before 23 and containerd before 1.5 cannot "
          "pull them.",
-         "Publish a gzip variant too if old clients must pull it."),
+         "Publish a gzip variant too if old clients must pull it.",
+         check=_media('zstd-layers')),
     Rule("duplicate-tag", "info", "Same image as another tag",
          "This tag points at the same manifest digest as an earlier tag (duplicate_of); "
          "that is normal for latest and version tags, but stale copies pile up.",
-         "Nothing, if intended; otherwise delete the extra tag."),
+         "Nothing, if intended; otherwise delete the extra tag.",
+         check=lambda f: bool(f.get('duplicate_of'))),
 )
 RULE_IDS = {rule.id for rule in RULES}
 SEVERITY = {rule.id: rule.severity for rule in RULES}
@@ -133,6 +165,14 @@ SEVERITY = {rule.id: rule.severity for rule in RULES}
 def audit_rules() -> pd.DataFrame:
     """The audit rules: ``id``, ``severity``, ``title``, ``explanation``, ``fix``."""
     return build_frame([vars(rule) for rule in RULES], AUDIT_RULE_COLUMNS)
+
+
+def findings(facts: Mapping[str, Any], off: Iterable[str] = ()) -> list[str]:
+    """Ids of the rules that fire for one row's facts, worst first, ``off`` left out."""
+    skip = set(off)
+    fired = [rule for rule in RULES if rule.id not in skip and rule.check(facts)]
+    fired.sort(key=lambda r: (SEVERITY_ORDER.index(r.severity), r.id))
+    return [rule.id for rule in fired]
 
 
 # ------------------------------------------------------------------ small checks

@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
-from .client import Engine, EngineUnavailableError
+from .client import Engine, EngineUnavailableError, auth_config
 from .messages import classify_engine_message, progress_event_from_docker
 
-__all__ = ["Engine", "EngineUnavailableError", "progress_event_from_docker",
+__all__ = ["Engine", "EngineUnavailableError", "auth_config", "progress_event_from_docker",
            "classify_engine_message"]

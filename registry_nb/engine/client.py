@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from typing import Any
@@ -33,11 +32,20 @@ from ..errors import (
 )
 from ..oci.reference import is_docker_hub
 from ..progress import ProgressAggregator, ProgressCallback, ProgressEvent
-from .messages import ANSI, BUILT, STEP, classify_engine_message, progress_event_from_docker
+from .messages import (
+    ANSI,
+    BuildLog,
+    api_error_text,
+    classify_engine_message,
+    progress_event_from_docker,
+    short_error,
+    stream_error_text,
+)
 
 __all__ = [
     "Engine",
     "EngineUnavailableError",
+    "auth_config",
     "progress_event_from_docker",
     "classify_engine_message",
 ]
@@ -57,6 +65,26 @@ def _strip_scheme(registry: str) -> str:
         if reg.startswith(prefix):
             reg = reg[len(prefix) :]
     return reg.rstrip("/")
+
+
+def auth_config(credentials: Any, server: str) -> dict[str, str] | None:
+    """The engine's ``auth_config`` for ``server``; None leaves it to the docker config.
+
+    Username + password (or token) are sent as such; a token alone is sent as a
+    registry (Bearer) token and an identity token as docker's refresh token.
+    """
+    if credentials is None:
+        return None
+    user = _credential(credentials, "username")
+    password = _credential(credentials, "password") or _credential(credentials, "token")
+    where = {"serveraddress": server}
+    if user and password:
+        return {"username": user, "password": password, **where}
+    if _credential(credentials, "token"):
+        return {"registrytoken": _credential(credentials, "token"), **where}
+    if _credential(credentials, "identity_token"):
+        return {"identitytoken": _credential(credentials, "identity_token"), **where}
+    return None
 
 
 def _credential(credentials: Any, name: str) -> str:
@@ -166,7 +194,7 @@ class Engine:
             )
         except Exception as exc:  # DockerException, bad URL, socket errors
             raise EngineUnavailableError(
-                f"no Docker engine answers at {self.base_url}: {_short(exc)}",
+                f"no Docker engine answers at {self.base_url}: {short_error(exc)}",
                 hint="Start dockerd or point DOCKER_HOST at a running engine.",
             ) from exc
         client.timeout = self.timeout
@@ -209,12 +237,12 @@ class Engine:
         except requests.exceptions.ConnectionError as exc:
             raise self._lost(exc) from exc
         except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
-            raise EngineError(f"{operation} {subject} failed: {_short(exc)}") from exc
+            raise EngineError(f"{operation} {subject} failed: {short_error(exc)}") from exc
 
     def _api_error(
         self, operation: str, subject: str, exc: docker.errors.APIError
     ) -> RegistryError:
-        text = _explanation(exc)
+        text = api_error_text(exc)
         if isinstance(exc, docker.errors.NotFound) and operation not in ("push", "build"):
             if operation == "pull":
                 return classify_engine_message(operation, subject, text, status_code=404)
@@ -226,7 +254,7 @@ class Engine:
 
     def _lost(self, exc: BaseException) -> EngineError:
         return EngineUnavailableError(
-            f"lost the Docker engine at {self.base_url}: {_short(exc)}",
+            f"lost the Docker engine at {self.base_url}: {short_error(exc)}",
             hint="Check that dockerd is still running.",
         )
 
@@ -278,7 +306,7 @@ class Engine:
                     continue
                 if "error" in raw or "errorDetail" in raw:
                     raise (error_factory or partial(classify_engine_message, operation, subject))(
-                        _stream_error_text(raw)
+                        stream_error_text(raw)
                     )
                 handle(raw)
             if cancel is not None and cancel.is_set():
@@ -301,7 +329,7 @@ class Engine:
         if isinstance(exc, requests.exceptions.ConnectionError) and not self.is_available():
             return self._lost(exc)
         return EngineError(
-            f"{operation} of {subject}: the engine's progress stream broke: {_short(exc)}",
+            f"{operation} of {subject}: the engine's progress stream broke: {short_error(exc)}",
             hint="Retry; if it keeps failing, check the dockerd log.",
         )
 
@@ -474,64 +502,16 @@ class Engine:
             raise BuildError(f"Dockerfile {dockerfile_arg!r} does not exist")
         subject = tag or context
         state = _StreamState("build", progress)
-        tail: deque[str] = deque(maxlen=BUILD_LOG_TAIL)
-        unfinished: list[str] = []
-        found: dict[str, Any] = {"step": None, "n": None, "of": None, "id": None, "short": None}
-
-        def line(text: str) -> None:
-            text = ANSI.sub("", text).rstrip()
-            if not text:
-                return
-            tail.append(text)
-            m = STEP.match(text)
-            if m:
-                found["step"], found["n"], found["of"] = text, int(m[1]), int(m[2])
-            built = BUILT.match(text)
-            if built:
-                found["short"] = built[1]
-            state.emit(
-                ProgressEvent(
-                    phase="build",
-                    message=text,
-                    step=found["n"],
-                    steps=found["of"],
-                )
-            )
-
-        def flush_line() -> None:
-            if unfinished:
-                text = "".join(unfinished)
-                unfinished.clear()
-                line(text)
-
-        def handle(raw: dict[str, Any]) -> None:
-            chunk = raw.get("stream")
-            if isinstance(chunk, str):
-                parts = chunk.split("\n")
-                unfinished.append(parts[0])
-                for part in parts[1:]:
-                    flush_line()
-                    unfinished.append(part)
-                if unfinished == [""]:
-                    unfinished.clear()
-                return
-            aux = raw.get("aux")
-            if isinstance(aux, Mapping) and isinstance(aux.get("ID"), str):
-                found["id"] = aux["ID"]
-                return
-            event = progress_event_from_docker("build", raw)
-            if event is not None:
-                state.emit(event)
-
+        build_log = BuildLog(state.emit, BUILD_LOG_TAIL)
         def build_failed(text: str) -> BuildError:
-            flush_line()
-            return BuildError(
-                ANSI.sub("", text).strip(), step=found["step"], log_tail="\n".join(tail)
-            )
+            build_log.flush()
+            return BuildError(ANSI.sub("", text).strip(), step=build_log.step,
+                              log_tail=build_log.tail_text())
 
         def api_failed(exc: docker.errors.APIError) -> BuildError:
             # The engine refused the build before any step (parse error, no Dockerfile).
-            return BuildError(_explanation(exc), step=found["step"], log_tail="\n".join(tail))
+            return BuildError(api_error_text(exc), step=build_log.step,
+                              log_tail=build_log.tail_text())
 
         def start(c: docker.APIClient) -> Iterable[Any]:
             try:
@@ -560,19 +540,18 @@ class Engine:
             state,
             subject,
             start,
-            handle,
+            build_log.handle,
             cancel,
             error_factory=build_failed,
             api_error_factory=api_failed,
         )
-        flush_line()
-        image_id = found["id"]
-        if image_id is None and found["short"]:
-            image_id = self.inspect_image(found["short"]).get("Id")
+        build_log.flush()
+        image_id = build_log.image_id
+        if image_id is None and build_log.short_id:
+            image_id = self.inspect_image(build_log.short_id).get("Id")
         if not image_id:
-            raise BuildError(
-                "the engine reported no image id", step=found["step"], log_tail="\n".join(tail)
-            )
+            raise BuildError("the engine reported no image id", step=build_log.step,
+                             log_tail=build_log.tail_text())
         state.emit_done(f"built {subject} {image_id}")
         return str(image_id)
 
@@ -619,21 +598,3 @@ def _close(stream: Any, response: requests.Response | None) -> None:
     if close is not None:
         with contextlib.suppress(Exception):
             close()
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
-def _explanation(exc: docker.errors.APIError) -> str:
-    explanation = exc.explanation
-    if isinstance(explanation, bytes):
-        explanation = explanation.decode("utf-8", "replace")
-    return str(explanation or exc).strip()
-
-
-def _stream_error_text(raw: Mapping[str, Any]) -> str:
-    detail = raw.get("errorDetail")
-    message = detail.get("message") if isinstance(detail, Mapping) else None
-    return str(message or raw.get("error") or "unknown error")

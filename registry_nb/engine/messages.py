@@ -8,7 +8,8 @@ turns one stream event into a :class:`~registry_nb.progress.ProgressEvent`, and
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import (
@@ -22,7 +23,9 @@ from ..errors import (
 )
 from ..progress import ProgressEvent
 
-__all__ = ["progress_event_from_docker", "classify_engine_message", "ANSI", "STEP", "BUILT"]
+__all__ = ["progress_event_from_docker", "classify_engine_message", "BuildLog", "short_error",
+           "api_error_text", "stream_error_text", "ANSI",
+           "STEP", "BUILT"]
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 STEP = re.compile(r"^Step (\d+)/(\d+) : ")
@@ -167,3 +170,89 @@ def classify_engine_message(
     if status_code == 404 or "not found" in low:
         return ImageNotFoundError(f"{what} failed: {text}", hint="Check the name and tag.")
     return EngineError(f"{what} failed: {text}")
+
+
+class BuildLog:
+    """Reads a classic build's stream: whole output lines, the current step, the image id.
+
+    ``handle`` takes each decoded stream event; every finished line goes to ``emit`` as
+    a ``"build"`` event with ``step``/``steps``; the last ``keep`` lines are kept for a
+    :class:`~registry_nb.errors.BuildError`.
+    """
+
+    def __init__(self, emit: Callable[[ProgressEvent], None], keep: int) -> None:
+        self.emit = emit
+        self.tail: deque[str] = deque(maxlen=keep)
+        self.step: str | None = None
+        self.number: int | None = None
+        self.steps: int | None = None
+        self.image_id: str | None = None
+        self.short_id: str | None = None
+        self._unfinished: list[str] = []
+
+    def tail_text(self) -> str:
+        """The last lines of output, joined."""
+        return "\n".join(self.tail)
+
+    def line(self, text: str) -> None:
+        """One whole line of build output."""
+        text = ANSI.sub("", text).rstrip()
+        if not text:
+            return
+        self.tail.append(text)
+        step = STEP.match(text)
+        if step:
+            self.step, self.number, self.steps = text, int(step[1]), int(step[2])
+        built = BUILT.match(text)
+        if built:
+            self.short_id = built[1]
+        self.emit(ProgressEvent(phase="build", message=text, step=self.number,
+                                steps=self.steps))
+
+    def flush(self) -> None:
+        """Emit a last line that came without its newline."""
+        if self._unfinished:
+            text = "".join(self._unfinished)
+            self._unfinished.clear()
+            self.line(text)
+
+    def handle(self, raw: dict[str, Any]) -> None:
+        """One event of the build stream (output text, the image id, or progress)."""
+        chunk = raw.get("stream")
+        if isinstance(chunk, str):
+            parts = chunk.split("\n")
+            self._unfinished.append(parts[0])
+            for part in parts[1:]:
+                self.flush()
+                self._unfinished.append(part)
+            if self._unfinished == [""]:
+                self._unfinished.clear()
+            return
+        aux = raw.get("aux")
+        if isinstance(aux, Mapping) and isinstance(aux.get("ID"), str):
+            self.image_id = aux["ID"]
+            return
+        event = progress_event_from_docker("build", raw)
+        if event is not None:
+            self.emit(event)
+
+
+def short_error(exc: BaseException) -> str:
+    """An exception as at most 300 characters of text."""
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def api_error_text(exc: Any) -> str:
+    """The engine's own explanation of a docker-py ``APIError``."""
+    explanation = exc.explanation
+    if isinstance(explanation, bytes):
+        explanation = explanation.decode("utf-8", "replace")
+    return str(explanation or exc).strip()
+
+
+def stream_error_text(raw: Mapping[str, Any]) -> str:
+    """The message of an ``error`` event in a docker stream."""
+    detail = raw.get("errorDetail")
+    message = detail.get("message") if isinstance(detail, Mapping) else None
+    return str(message or raw.get("error") or "unknown error")

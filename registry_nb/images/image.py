@@ -14,17 +14,16 @@ must commit nothing until the iterator is exhausted without error.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from functools import cached_property
 from typing import IO
 
 from ..errors import (
     AuthenticationError,
-    DigestMismatchError,
     InvalidManifestError,
     RegistryError,
     RegistryHTTPError,
@@ -39,7 +38,7 @@ from ..oci import (
     Manifest,
     Platform,
 )
-from ..oci.reference import parse_digest
+from ..oci.digest import verified_chunks as oci_verified_chunks
 from ..remote.distribution import RegistryClient
 
 __all__ = [
@@ -51,6 +50,8 @@ __all__ = [
     "Layer",
     "RegistryRepository",
     "open_image",
+    "ResolvedImage",
+    "resolve_image",
     "verified_chunks",
     "gzip_isize",
     "GZIP_LAYER_TYPES",
@@ -81,28 +82,10 @@ def verified_chunks(chunks: Iterable[bytes], descriptor: Descriptor, what: str,
     """Pass ``chunks`` through, raising DigestMismatchError after the last if they are wrong.
 
     Checks the length against ``descriptor.size`` as bytes arrive (a longer blob
-    fails as soon as it overflows) and the digest at the end.
+    fails as soon as it overflows) and the digest at the end
+    (:func:`registry_nb.oci.digest.verified_chunks`).
     """
-    algorithm, _ = parse_digest(descriptor.digest)
-    hasher = hashlib.new(algorithm)
-    done = 0
-    for chunk in chunks:
-        done += len(chunk)
-        if done > descriptor.size:
-            raise DigestMismatchError(f"{what}: more bytes than the descriptor says",
-                                      expected=f"{descriptor.size} bytes",
-                                      actual=f"more than {descriptor.size} bytes")
-        hasher.update(chunk)
-        if progress is not None:
-            progress(done, descriptor.size)
-        yield chunk
-    if done != descriptor.size:
-        raise DigestMismatchError(f"{what}: wrong length", expected=f"{descriptor.size} bytes",
-                                  actual=f"{done} bytes")
-    actual = f"{algorithm}:{hasher.hexdigest()}"
-    if actual != descriptor.digest:
-        raise DigestMismatchError(f"{what}: content does not match its digest",
-                                  expected=descriptor.digest, actual=actual)
+    return oci_verified_chunks(chunks, descriptor.digest, descriptor.size, what, progress)
 
 
 class ImageStore(ABC):
@@ -329,6 +312,47 @@ def _wrap(store: ImageStore, manifest: Manifest | Index) -> Image | ImageIndex:
 def open_image(store: ImageStore, reference: str | None = None) -> Image | ImageIndex:
     """Open the image or index ``reference`` (tag or digest) names in ``store``."""
     return _wrap(store, store.get_manifest(reference))
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """What a reader of one image needs: the manifest or index the reference names
+    (``top``), the image selected from it, and every platform of an index."""
+
+    top: Manifest | Index
+    image: Image
+    platforms: list[str] | None = None
+
+    @property
+    def manifest(self) -> Manifest:
+        """The selected image's manifest."""
+        return self.image.manifest
+
+    @property
+    def config(self) -> ImageConfig:
+        """The selected image's config (read and verified on first use)."""
+        return self.image.config
+
+
+def resolve_image(store: ImageStore, reference: str | None = None,
+                  platform: Platform | str | None = None) -> ResolvedImage:
+    """Open ``reference``, select ``platform`` when it is an index, read the config.
+
+    The one way readers open an image: frames, sizes, audits and the browser all
+    come through here. A nested index raises :class:`RegistryError`.
+    """
+    top = open_image(store, reference)
+    if isinstance(top, Image):
+        resolved = ResolvedImage(top.manifest, top)
+    else:
+        platforms = [str(p) for p in top.index.platforms]
+        child = top.child(top.index.select(platform))
+        if not isinstance(child, Image):
+            raise RegistryError(f"{store.describe()}@{child.digest} is a nested index",
+                                hint="Nested indexes are not supported yet.")
+        resolved = ResolvedImage(top.index, child, platforms)
+    resolved.config  # noqa: B018 - read (and verify) the config now, as readers expect
+    return resolved
 
 
 def gzip_isize(store: ImageStore, descriptor: Descriptor) -> int | None:

@@ -31,21 +31,17 @@ Storage-and-transfer layer: imports protocol modules only, and no pandas.
 
 from __future__ import annotations
 
-import gzip
-import io
 import posixpath
 import re
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import IO, Any
+from typing import IO
 
-from ..errors import RegistryError, UnsupportedMediaTypeError
-from ..oci import OCI_LAYER_NONDISTRIBUTABLE_ZSTD, OCI_LAYER_ZSTD, Descriptor
+from ..errors import RegistryError
+from .compression import ChunkStream, decode_errors, open_layer_stream
 from .packages import (
     package_database,
     parse_apk_installed,
-    parse_database,
     parse_dpkg_status,
     parse_python_metadata,
 )
@@ -57,9 +53,7 @@ __all__ = [
     "WastedFile",
     "Package",
     "MergeResult",
-    "ImageScan",
     "read_layer",
-    "scan_image",
     "package_database",
     "parse_dpkg_status",
     "parse_apk_installed",
@@ -84,10 +78,6 @@ MAX_LINK_HOPS = 40
 #: Flags that mark an entry a naive extractor would write outside its target folder.
 UNSAFE_FLAGS = frozenset({"absolute-path", "escapes-root", "link-escapes-root"})
 
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_OTHER_MAGIC = {b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
-_ZSTD_TYPES = frozenset({OCI_LAYER_ZSTD, OCI_LAYER_NONDISTRIBUTABLE_ZSTD})
 _ZERO_BLOCK = bytes(BLOCK)
 _OCTAL = re.compile(rb"[0-7]+")
 _TYPES = {
@@ -203,102 +193,6 @@ class MergeResult:
         return 1.0 - self.wasted_bytes / self.total_bytes
 
 
-# ------------------------------------------------------------------ decoding
-
-
-class _ChunkStream(io.RawIOBase):
-    """A readable raw stream over an iterator of byte chunks (with peek)."""
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        super().__init__()
-        self._chunks = iter(chunks)
-        self._buf = b""
-        self._pos = 0
-        self._done = False
-        self.consumed = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def _more(self) -> bool:
-        while not self._done:
-            try:
-                chunk = next(self._chunks)
-            except StopIteration:
-                self._done = True
-                return False
-            if chunk:
-                self._buf = self._buf[self._pos:] + bytes(chunk)
-                self._pos = 0
-                return True
-        return False
-
-    def peek(self, size: int) -> bytes:
-        while len(self._buf) - self._pos < size and self._more():
-            pass
-        return self._buf[self._pos:self._pos + size]
-
-    def readinto(self, buffer: Any) -> int:
-        if self._pos >= len(self._buf) and not self._more():
-            return 0
-        view = memoryview(buffer).cast("B")
-        n = min(len(view), len(self._buf) - self._pos)
-        view[:n] = self._buf[self._pos:self._pos + n]
-        self._pos += n
-        self.consumed += n
-        return n
-
-    def close(self) -> None:
-        closer = getattr(self._chunks, "close", None)
-        if callable(closer):
-            closer()  # a generator such as iter_blob releases its connection
-        super().close()
-
-
-def _decoder(raw: _ChunkStream, media_type: str | None) -> tuple[IO[bytes], str, list[str]]:
-    """The decoded tar stream, its compression name, and notes on a media type mismatch."""
-    head = raw.peek(6)
-    notes: list[str] = []
-    declared_zstd = media_type in _ZSTD_TYPES or bool(media_type and media_type.endswith("+zstd"))
-    declared_gzip = bool(media_type and media_type.endswith(("gzip", "+gzip")))
-    if head.startswith(_GZIP_MAGIC):
-        if media_type and not declared_gzip:
-            notes.append(f"declared {media_type} but the content is gzip")
-        return gzip.GzipFile(fileobj=raw, mode="rb"), "gzip", notes  # type: ignore[arg-type]
-    if head.startswith(_ZSTD_MAGIC):
-        if media_type and not declared_zstd:
-            notes.append(f"declared {media_type} but the content is zstd")
-        try:
-            import zstandard  # type: ignore[import-not-found]
-        except ImportError:
-            raise UnsupportedMediaTypeError(
-                "this layer is zstd-compressed and the zstandard module is not installed",
-                hint="pip install zstandard, then read the layer again.",
-            ) from None
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        return reader, "zstd", notes
-    for magic, name in _OTHER_MAGIC.items():
-        if head.startswith(magic):
-            raise UnsupportedMediaTypeError(
-                f"this layer is {name}-compressed, which image layers never are",
-                hint="Layers are tar, tar+gzip or tar+zstd; re-push the image.",
-            )
-    if declared_gzip or declared_zstd:
-        notes.append(f"declared {media_type} but the content is an uncompressed tar")
-    return raw, "none", notes
-
-
-def _decode_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [gzip.BadGzipFile, EOFError, zlib.error]
-    try:
-        import zstandard  # type: ignore[import-not-found]
-
-        errors.append(zstandard.ZstdError)
-    except ImportError:
-        pass
-    return tuple(errors)
-
-
 class _Input:
     """Exact reads and skips on the decoded stream, counting bytes, typed errors."""
 
@@ -306,7 +200,7 @@ class _Input:
         self.stream = stream
         self.what = what
         self.offset = 0
-        self._errors = _decode_errors()
+        self._errors = decode_errors()
 
     def _read(self, size: int) -> bytes:
         try:
@@ -629,9 +523,9 @@ def read_layer(
     """
     keep = package_database if keep is None else keep
     what = f"layer {index}" + (f" ({digest})" if digest else "")
-    raw = _ChunkStream(chunks)
+    raw = ChunkStream(chunks)
     try:
-        stream, compression, notes = _decoder(raw, media_type)
+        stream, compression, notes = open_layer_stream(raw, media_type)
         inp = _Input(stream, what)
         entries: list[TarEntry] = []
         contents: dict[str, bytes] = {}
@@ -677,195 +571,10 @@ def read_layer(
         raw.close()
 
 
-def _blame_the_source(raw: _ChunkStream, exc: LayerReadError) -> None:
+def _blame_the_source(raw: ChunkStream, exc: LayerReadError) -> None:
     """Read the rest of the blob: a verifying source then reports a corrupt blob as such."""
     try:
         while raw.read(READ_SIZE):
             pass
     except RegistryError as source_error:
         raise source_error from exc
-
-
-# ------------------------------------------------------------------ the image
-
-
-def scan_image(
-    layers: Sequence[Descriptor],
-    open_blob: Callable[[Descriptor], Iterable[bytes]],
-    *,
-    keep: Callable[[str], bool] | None = None,
-    max_entries: int = MAX_ENTRIES,
-) -> ImageScan:
-    """Read every layer of an image in order; ``open_blob`` streams a descriptor's bytes."""
-    scans = [
-        read_layer(open_blob(layer), index=i, digest=layer.digest, media_type=layer.media_type,
-                   keep=keep, max_entries=max_entries)
-        for i, layer in enumerate(layers)
-    ]
-    return ImageScan(scans)
-
-
-class _Tree:
-    """The file system as layers are stacked on it."""
-
-    def __init__(self) -> None:
-        self.live: dict[str, TarEntry | None] = {"/": None}  # None: an implied folder
-        self.kids: dict[str, set[str]] = {}
-        self.wasted: list[WastedFile] = []
-
-    @staticmethod
-    def _is_dir(entry: TarEntry | None) -> bool:
-        return entry is None or entry.type == "dir"
-
-    def _link(self, path: str) -> None:
-        self.kids.setdefault(posixpath.dirname(path), set()).add(path)
-
-    def drop(self, path: str, layer: int, how: str) -> None:
-        """Remove ``path`` and everything under it, recording the files lost."""
-        if path not in self.live or path == "/":
-            return
-        self.kids.get(posixpath.dirname(path), set()).discard(path)
-        stack = [path]
-        while stack:
-            current = stack.pop()
-            entry = self.live.pop(current, None)
-            stack.extend(self.kids.pop(current, ()))
-            if entry is not None and entry.type != "dir":
-                self.wasted.append(WastedFile(entry.path, entry.type, entry.size, entry.layer,
-                                              layer, how))
-
-    def clear(self, folder: str, layer: int) -> None:
-        """Hide what lower layers put in ``folder`` (an opaque whiteout)."""
-        for child in list(self.kids.get(folder, ())):
-            self.drop(child, layer, "opaque")
-
-    def add(self, entry: TarEntry) -> None:
-        path = entry.path
-        if path == "/":
-            return
-        parts = path.strip("/").split("/")
-        for i in range(1, len(parts)):
-            folder = "/" + "/".join(parts[:i])
-            if folder in self.live:
-                if not self._is_dir(self.live[folder]):
-                    self.drop(folder, entry.layer, "replaced")
-                else:
-                    continue
-            self.live[folder] = None
-            self._link(folder)
-        if path in self.live:
-            current = self.live[path]
-            if self._is_dir(current) and entry.type == "dir":
-                pass
-            elif self._is_dir(current):
-                self.drop(path, entry.layer, "replaced")
-            else:
-                assert current is not None
-                self.wasted.append(WastedFile(current.path, current.type, current.size,
-                                              current.layer, entry.layer,
-                                              "overwritten" if entry.type != "dir" else "replaced"))
-        self.live[path] = entry
-        self._link(path)
-
-    def loops(self) -> set[str]:
-        """Visible symlinks whose resolution never ends (lexically, in the image)."""
-        return {path for path, entry in self.live.items()
-                if entry is not None and entry.type == "symlink" and self._loops(path)}
-
-    def _loops(self, start: str) -> bool:
-        pending = [p for p in reversed(start.split("/")) if p]
-        resolved: list[str] = []
-        hops = 0
-        while pending:
-            name = pending.pop()
-            if name == ".":
-                continue
-            if name == "..":
-                if resolved:
-                    resolved.pop()
-                continue
-            candidate = "/" + "/".join([*resolved, name])
-            entry = self.live.get(candidate)
-            if entry is not None and entry.type == "symlink":
-                hops += 1
-                if hops > MAX_LINK_HOPS:
-                    return True
-                target = entry.link_target or ""
-                if target.startswith("/"):
-                    resolved = []
-                pending.extend(p for p in reversed(target.split("/")) if p)
-            else:
-                resolved.append(name)
-        return False
-
-
-class ImageScan:
-    """The layers of one image as read by :func:`read_layer`, bottom first."""
-
-    def __init__(self, layers: list[LayerScan]) -> None:
-        self.layers = layers
-        self._merged: MergeResult | None = None
-
-    @property
-    def entries(self) -> list[TarEntry]:
-        """Every entry of every layer, in layer order (``symlink-loop`` flags applied)."""
-        loops = self.merge().loops
-        out = []
-        for scan in self.layers:
-            for entry in scan.entries:
-                if entry.type == "symlink" and entry.path in loops and \
-                        self.merge().visible.get(entry.path) is entry:
-                    entry = replace(entry, flags=(*entry.flags, "symlink-loop"))
-                out.append(entry)
-        return out
-
-    def merge(self) -> MergeResult:
-        """Stack the layers (whiteouts applied) and collect the file versions wasted."""
-        if self._merged is not None:
-            return self._merged
-        tree = _Tree()
-        total = 0
-        for scan in self.layers:
-            inside = [e for e in scan.entries if e.in_root]
-            for entry in inside:  # whiteouts act on lower layers only: apply them first
-                if entry.type == "opaque" and entry.deletes:
-                    tree.clear(entry.deletes, scan.index)
-            for entry in inside:
-                if entry.type == "whiteout" and entry.deletes and entry.deletes != "/":
-                    tree.drop(entry.deletes, scan.index, "deleted")
-            for entry in inside:
-                if entry.type in ("whiteout", "opaque", "whiteout-meta"):
-                    continue
-                if entry.type != "dir":
-                    total += entry.size
-                tree.add(entry)
-        visible = {p: e for p, e in tree.live.items() if e is not None}
-        self._merged = MergeResult(visible, tree.wasted, total, tree.loops())
-        return self._merged
-
-    def packages(self) -> list[Package]:
-        """Installed packages of the final file system, each with the layer it came from.
-
-        A database rewritten by later layers (dpkg's ``status``) credits each package
-        to the earliest layer from which every later version of the file lists it
-        at the same version.
-        """
-        visible = self.merge().visible
-        versions: dict[str, list[int]] = {}
-        for scan in self.layers:
-            for path in scan.contents:
-                versions.setdefault(path, []).append(scan.index)
-        out: list[Package] = []
-        for path, layers in sorted(versions.items()):
-            entry = visible.get(path)
-            if entry is None or entry.type != "file" or entry.layer not in layers:
-                continue
-            chain = [i for i in layers if i <= entry.layer]
-            parsed = [parse_database(path, self.layers[i].contents[path]) for i in chain]
-            for key, (arch, _) in parsed[-1].items():
-                first = len(chain) - 1
-                while first > 0 and key in parsed[first - 1]:
-                    first -= 1
-                out.append(Package(key[0], key[1], key[2], arch, chain[first], path))
-        out.sort(key=lambda p: (p.ecosystem, p.name.lower(), p.version or "", p.path))
-        return out

@@ -1,10 +1,10 @@
 """The auth flow: WWW-Authenticate challenges, scopes, Basic and Bearer tokens.
 
-The transport asks a :class:`RegistryAuth` to :meth:`~RegistryAuth.apply` the
-Authorization it already has before each request, and hands it every 401 through
-:meth:`~RegistryAuth.on_401`, which decides whether a retry can succeed: Basic
-sends the credentials, Bearer fetches a token from the realm of the challenge
-(the distribution token spec) and caches it per realm, service and scopes.
+The transport runs each request through :meth:`RegistryAuth.auth_flow`: send (with
+the Authorization already known to be wanted, :meth:`~RegistryAuth.apply`), read the
+registry's challenge (:meth:`~RegistryAuth.on_401`: Basic sends the credentials, Bearer
+fetches a token from the realm of the challenge, as the distribution token spec says,
+cached per realm, service and scopes), send again, and say why when refused again.
 
 Secrets (passwords, tokens, identity tokens) never reach a repr, a log record or
 an error message.
@@ -12,16 +12,13 @@ an error message.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,8 +30,21 @@ from ..errors import (
     RegistryHTTPError,
     RegistryUnavailableError,
 )
+from ..oci.config import parse_timestamp
 from ..oci.reference import is_loopback_host
+from .challenges import (
+    CATALOG_SCOPE,
+    Challenge,
+    describe_scopes,
+    normalize_scopes,
+    parse_www_authenticate,
+    refused_scopes,
+    repository_scope,
+    scope_grants,
+    token_grants,
+)
 from .credentials import RegistryCredentials, host_of
+from .request import RegistryRequest, origin_of
 from .responses import read_bounded
 
 __all__ = [
@@ -48,193 +58,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Scope of ``GET /v2/_catalog``.
-CATALOG_SCOPE = "registry:catalog:*"
 _MAX_TOKEN_BODY = 1 << 20
 _MAX_CACHED_TOKENS = 256
 #: OAuth client id sent with refresh-token grants.
 _CLIENT_ID = "registry-nb"
 #: An Authorization value HTTP can carry: a scheme, one space, visible ASCII.
 _HEADER_VALUE_RE = re.compile(r"[A-Za-z]+ [\x21-\x7e]+")
-
-# ---------------------------------------------------------------- challenges
-
-
-@dataclass
-class Challenge:
-    """One challenge of a ``WWW-Authenticate`` header.
-
-    ``scheme`` is lower-cased; parameter names are lower-cased, values unquoted.
-    """
-
-    scheme: str
-    params: dict[str, str] = field(default_factory=dict)
-    token68: str | None = None
-
-    @property
-    def realm(self) -> str | None:
-        return self.params.get("realm")
-
-    @property
-    def service(self) -> str | None:
-        return self.params.get("service")
-
-    @property
-    def scopes(self) -> list[str]:
-        """The space-separated ``scope`` parameter as a list."""
-        return self.params.get("scope", "").split()
-
-    @property
-    def error(self) -> str | None:
-        return self.params.get("error")
-
-
-_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_PARAM_RE = re.compile(
-    rf'[ \t]*({_TOKEN})[ \t]*=[ \t]*(?:"((?:[^"\\]|\\.)*)"|({_TOKEN}))[ \t]*(?=,|$)', re.S
-)
-_SCHEME_RE = re.compile(rf"[ \t]*({_TOKEN})(?=[ \t]|,|$)")
-_TOKEN68_RE = re.compile(r"[ \t]+([A-Za-z0-9\-._~+/]+=*)[ \t]*(?=,|$)")
-_SEP_RE = re.compile(r"[ \t,]*")
-_UNESCAPE_RE = re.compile(r"\\(.)", re.S)
-
-
-def parse_www_authenticate(header: str | bytes | None) -> list[Challenge]:
-    """Parse a ``WWW-Authenticate`` value into its challenges (RFC 7235).
-
-    Handles several challenges in one header, quoted values with escaped quotes
-    and commas, and any parameter order. Unparseable pieces are skipped; this
-    never raises and returns ``[]`` for garbage.
-    """
-    if isinstance(header, bytes):
-        header = header.decode("latin-1")
-    if not isinstance(header, str):
-        return []
-    text = header
-    pos, end = 0, len(text)
-    result: list[Challenge] = []
-    current: Challenge | None = None
-    while pos < end:
-        pos = _SEP_RE.match(text, pos).end()  # type: ignore[union-attr]
-        if pos >= end:
-            break
-        param = _PARAM_RE.match(text, pos)
-        if param is not None:
-            if current is not None:
-                name = param.group(1).lower()
-                quoted, bare = param.group(2), param.group(3)
-                value = _UNESCAPE_RE.sub(r"\1", quoted) if quoted is not None else bare
-                current.params.setdefault(name, value)
-            pos = param.end()
-            continue
-        scheme = _SCHEME_RE.match(text, pos)
-        if scheme is not None:
-            current = Challenge(scheme=scheme.group(1).lower())
-            result.append(current)
-            pos = scheme.end()
-            if _PARAM_RE.match(text, pos) is None:
-                token68 = _TOKEN68_RE.match(text, pos)
-                if token68 is not None:
-                    current.token68 = token68.group(1)
-                    pos = token68.end()
-            continue
-        # Garbage: drop the current challenge's context and skip to the next comma.
-        current = None
-        comma = text.find(",", pos)
-        pos = end if comma < 0 else comma + 1
-    return result
-
-
-# -------------------------------------------------------------------- scopes
-
-
-def repository_scope(repository: str, *actions: str) -> str:
-    """``repository:<name>:<actions>`` (default action ``pull``)."""
-    return f"repository:{repository}:{','.join(actions or ('pull',))}"
-
-
-def _split_scope(scope: str) -> tuple[str, str, list[str]] | None:
-    head, sep, actions = scope.rpartition(":")
-    kind, sep2, name = head.partition(":")
-    if not (sep and sep2 and kind and name):
-        return None
-    return kind, name, [a for a in actions.split(",") if a]
-
-
-def normalize_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
-    """Merge actions per resource, sort and de-duplicate: a canonical cache key."""
-    merged: dict[tuple[str, str], set[str]] = {}
-    opaque: set[str] = set()
-    for scope in scopes:
-        for item in str(scope).split():
-            parts = _split_scope(item)
-            if parts is None:
-                opaque.add(item)
-            else:
-                merged.setdefault((parts[0], parts[1]), set()).update(parts[2])
-    out = {f"{k}:{n}:{','.join(sorted(acts))}" for (k, n), acts in merged.items()}
-    return tuple(sorted(out | opaque))
-
-
-def _grants(scopes: Iterable[str]) -> frozenset[tuple[str, str, str]]:
-    result: set[tuple[str, str, str]] = set()
-    for scope in scopes:
-        parts = _split_scope(scope)
-        if parts is None:
-            result.add((scope, "", ""))
-        else:
-            result.update((parts[0], parts[1], action) for action in parts[2])
-    return frozenset(result)
-
-
-def _jwt_access(token: str | None) -> frozenset[tuple[str, str, str]] | None:
-    """What a JWT bearer token's ``access`` claim grants (unverified), or None.
-
-    Used only to word an error: which of the wanted actions were refused.
-    """
-    parts = (token or "").split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-        access = payload["access"]
-        return frozenset((str(item["type"]), str(item["name"]), str(action))
-                         for item in access for action in item.get("actions") or [])
-    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
-        return None
-
-
-def _refused_scopes(scopes: Iterable[str],
-                    granted: frozenset[tuple[str, str, str]] | None) -> tuple[str, ...]:
-    """``scopes`` without the actions ``granted`` holds (all of them when unknown)."""
-    scopes = tuple(scopes)
-    if granted is None:
-        return scopes
-    out = []
-    for scope in scopes:
-        split = _split_scope(scope)
-        if split is None:
-            out.append(scope)
-            continue
-        kind, name, actions = split
-        missing = [a for a in actions if (kind, name, a) not in granted]
-        if missing:
-            out.append(f"{kind}:{name}:{','.join(missing)}")
-    return tuple(out) or scopes
-
-
-def _describe_scopes(scopes: Iterable[str]) -> str:
-    parts = []
-    for scope in scopes:
-        split = _split_scope(scope)
-        if split is None:
-            parts.append(scope)
-        elif split[0] == "registry" and split[1] == "catalog":
-            parts.append("list the catalog")
-        else:
-            parts.append(f"{' and '.join(split[2]) or 'access'} {split[0]} {split[1]}")
-    return ", ".join(parts) or "access it"
-
 
 # ----------------------------------------------------------------- auth flow
 
@@ -255,20 +84,14 @@ CredentialsSource = RegistryCredentials | Callable[[], RegistryCredentials | Non
 
 
 def _parse_issued_at(value: Any) -> float | None:
+    """``issued_at`` of a token answer as a POSIX time; None when absent or unreadable."""
     if not isinstance(value, str) or not value:
         return None
-    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
-    match = re.match(r"^(.*T\d\d:\d\d:\d\d)(\.\d+)?(.*)$", text)
-    if match:  # Python < 3.11 accepts at most 6 fraction digits
-        fraction = (match.group(2) or "")[:7]
-        text = match.group(1) + fraction + match.group(3)
     try:
-        stamp = datetime.fromisoformat(text)
+        stamp = parse_timestamp(value)
     except ValueError:
         return None
-    if stamp.tzinfo is None:
-        return None
-    return stamp.timestamp()
+    return stamp.timestamp() if stamp is not None else None
 
 
 class RegistryAuth:
@@ -290,8 +113,11 @@ class RegistryAuth:
         verify: bool | str = True,
         timeout: tuple[float, float] = (5.0, 60.0),
         insecure: bool = False,
+        origin: tuple[str, str] | None = None,
     ) -> None:
         self.host = host_of(host)
+        #: ``(scheme, host:port)`` of the registry: only its 401s are challenges to answer.
+        self.origin = origin
         self._source = credentials
         self._resolved = not callable(credentials)
         self._credentials = None if callable(credentials) else credentials
@@ -340,7 +166,43 @@ class RegistryAuth:
             self._bearer = None
             self._static_refused = False
 
-    # -- the two hooks the transport calls
+    # -- the flow
+
+    def auth_flow(self, request: RegistryRequest
+                  ) -> Generator[RegistryRequest, requests.Response, None]:
+        """Send, read the challenge, get a token, send again (in the shape of httpx's).
+
+        The transport sends each request this generator yields and sends the answer back
+        in; when the generator ends, the last answer is the one to return. A 401 of the
+        registry is answered once (:meth:`on_401` fetches what it asks for, and the retry
+        carries the scopes the challenge named); a second 401 raises the error that says
+        why (refused credentials, a scope the user is not granted).
+        """
+        response = yield request
+        if not self._is_challenge(response):
+            return
+        response.close()
+        self.on_401(response, request.scopes)
+        # The retry must use the token for what the registry asked, even when the
+        # caller named no scopes.
+        retry = request.with_scopes(self._retry_scopes(response, request.scopes))
+        if not request.body.rewind():
+            raise AuthenticationError(
+                f"registry {self.host} asked for authentication in the middle of a "
+                "streamed upload, which cannot be replayed.",
+                hint="Run the operation again: the credentials are now in place.",
+            )
+        response = yield retry
+        if self._is_challenge(response):
+            response.close()
+            raise self._refused_error(response, retry.scopes)
+
+    def _is_challenge(self, response: requests.Response) -> bool:
+        if response.status_code != 401:
+            return False
+        return self.origin is None or origin_of(response.url) == self.origin
+
+    # -- the steps of the flow
 
     def apply(self, request: requests.PreparedRequest, scopes: Iterable[str] = ()) -> None:
         """Set the Authorization header the registry is known to want for ``scopes``.
@@ -416,7 +278,7 @@ class RegistryAuth:
         )
 
     @staticmethod
-    def retry_scopes(response: requests.Response, scopes: Iterable[str] = ()) -> tuple[str, ...]:
+    def _retry_scopes(response: requests.Response, scopes: Iterable[str] = ()) -> tuple[str, ...]:
         """``scopes`` plus those of the response's Bearer challenge, normalised."""
         challenge = next(
             (c for c in parse_www_authenticate(response.headers.get("WWW-Authenticate"))
@@ -425,7 +287,7 @@ class RegistryAuth:
         )
         return normalize_scopes([*scopes, *(challenge.scopes if challenge else ())])
 
-    def refused_error(
+    def _refused_error(
         self, response: requests.Response, scopes: Iterable[str] = ()
     ) -> AuthenticationError:
         """The error for a 401 that persists after :meth:`on_401` allowed a retry."""
@@ -437,7 +299,7 @@ class RegistryAuth:
         if challenge is not None and challenge.error == "insufficient_scope":
             sent = response.request.headers.get("Authorization", "") \
                 if response.request is not None else ""
-            granted = _jwt_access(sent[7:]) if sent.startswith("Bearer ") else None
+            granted = token_grants(sent[7:]) if sent.startswith("Bearer ") else None
             return self._not_allowed(normalize_scopes([*scopes, *challenge.scopes]), granted)
         return self._refused()
 
@@ -456,7 +318,7 @@ class RegistryAuth:
                 self._static_refused = True
             if not (creds.has_basic or creds.identity_token):
                 if challenge.error == "insufficient_scope":
-                    raise self._not_allowed(scopes, _jwt_access(sent_token))
+                    raise self._not_allowed(scopes, token_grants(sent_token))
                 raise AuthenticationError(
                     f"registry {self.host} refused the given token.",
                     hint="The token may have expired or lack access; get a new one, "
@@ -467,8 +329,8 @@ class RegistryAuth:
                 held = next(
                     (t for t in self._tokens.values() if t.value == sent_token), None
                 )
-            if held is not None and _grants(scopes) <= held.grants:
-                raise self._not_allowed(scopes, _jwt_access(sent_token))
+            if held is not None and scope_grants(scopes) <= held.grants:
+                raise self._not_allowed(scopes, token_grants(sent_token))
         # A token refused for lack of scope is still good for its own scopes.
         stale = None if challenge.error == "insufficient_scope" else sent_token
         self._obtain(realm, service, scopes, stale=stale)
@@ -482,7 +344,7 @@ class RegistryAuth:
         exact = self._tokens.get((bearer[0], bearer[1], scopes))
         if exact is not None and exact.fresh(now):
             return exact
-        wanted = _grants(scopes)
+        wanted = scope_grants(scopes)
         for (realm, service, _), token in self._tokens.items():
             if (realm, service) == bearer and token.fresh(now) and wanted <= token.grants:
                 return token
@@ -581,7 +443,7 @@ class RegistryAuth:
         if status in (401, 403):
             if creds is None or (not creds.has_basic and not creds.identity_token):
                 raise AuthenticationError(
-                    f"registry {self.host} requires credentials to {_describe_scopes(scopes)} "
+                    f"registry {self.host} requires credentials to {describe_scopes(scopes)} "
                     f"(its token service refused anonymous access).",
                     hint=self._login_hint(),
                 )
@@ -626,7 +488,7 @@ class RegistryAuth:
             if 0 <= age < lifetime:  # else the clocks disagree: trust our own
                 lifetime -= age
         margin = min(self.REFRESH_MARGIN, lifetime / 4)
-        return _Token(value, _grants(scopes), time.monotonic() + lifetime, margin)
+        return _Token(value, scope_grants(scopes), time.monotonic() + lifetime, margin)
 
     # -- messages
 
@@ -651,13 +513,13 @@ class RegistryAuth:
                      granted: frozenset[tuple[str, str, str]] | None = None
                      ) -> AuthenticationError:
         """``who`` may not do ``scopes``; with what the token ``granted``, only the rest."""
-        scopes = _refused_scopes(scopes, granted)
+        scopes = refused_scopes(scopes, granted)
         who = self._who()
         hint = (
             self._login_hint() if who == "anonymous access"
             else "Ask the registry's admin for access, or use other credentials."
         )
         return AuthenticationError(
-            f"registry {self.host}: {who} is not allowed to {_describe_scopes(scopes)}.",
+            f"registry {self.host}: {who} is not allowed to {describe_scopes(scopes)}.",
             hint=hint,
         )

@@ -13,8 +13,6 @@ the upload starts again from the first byte.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import re
@@ -28,7 +26,6 @@ import requests
 from ..errors import (
     DigestMismatchError,
     InvalidManifestError,
-    InvalidReferenceError,
     RegistryHTTPError,
     RegistryUnavailableError,
     UnsupportedMediaTypeError,
@@ -42,9 +39,11 @@ from ..oci import (
     Manifest,
     parse_manifest,
 )
-from ..oci.reference import parse_digest, validate_repository, validate_tag
+from ..oci.digest import DigestVerifier, digest_of, verify_bytes
+from ..oci.reference import parse_digest
 from .auth import CATALOG_SCOPE, repository_scope
 from .cache import CachedContent, ContentCache
+from .pagination import paged_names
 from .responses import DROPPED, raise_for_status, raw_chunks
 from .transport import Transport
 from .uploads import RESUME_ATTEMPTS, BlobProgress, BlobUploader
@@ -56,8 +55,6 @@ log = logging.getLogger(__name__)
 #: Read size for blob downloads: large enough that Python's per-chunk overhead
 #: vanishes next to hashing (8 KiB chunks run at under half the speed).
 READ_CHUNK = 1024 * 1024
-#: Page size ceiling: distribution answers 400 when ``n`` is over 1000.
-MAX_PAGE_SIZE = 1000
 
 _CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
@@ -77,17 +74,6 @@ def _is_digest(reference: str) -> bool:
         return False
     parse_digest(reference)
     return True
-
-
-def _hasher(digest: str) -> Any:
-    algorithm, _ = parse_digest(digest)
-    return hashlib.new(algorithm)
-
-
-def _digest_of(data: bytes, like: str = "sha256:") -> str:
-    """``data``'s digest in the algorithm of the digest ``like``."""
-    algorithm = like.split(":", 1)[0]
-    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
 class RegistryClient:
@@ -148,78 +134,19 @@ class RegistryClient:
             "auth_scheme": getattr(self.transport, "auth_scheme", None),
         }
 
-    def _pages(self, path: str, key: str, scopes: list[str], page_size: int | None,
-               limit: int | None, what: str) -> Iterator[str]:
-        params: dict[str, Any] | None = None
-        if page_size is not None:
-            params = {"n": max(1, min(int(page_size), MAX_PAGE_SIZE))}
-        url: str | None = path
-        seen: set[str] = set()
-        yielded = 0
-        while url is not None:
-            if limit is not None and yielded >= limit:
-                return
-            response = self.transport.request("GET", url, scopes=scopes, params=params)
-            raise_for_status(response, what)
-            try:
-                # Strict UTF-8 (JSON's encoding): a garbled byte fails here instead of
-                # turning into a wrong name.
-                body = json.loads(response.content.decode("utf-8"))
-            except ValueError as exc:
-                raise RegistryHTTPError(
-                    f"{what}: the registry answered with something that is not UTF-8 JSON",
-                    status=response.status_code,
-                    hint="The answer was garbled on the way, or the registry is broken; "
-                    "try again.",
-                ) from exc
-            items = body.get(key) if isinstance(body, dict) else None
-            if items is None:
-                items = []
-            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-                raise RegistryHTTPError(f"{what}: {key!r} in the answer is not a list of names",
-                                        status=response.status_code)
-            check = validate_tag if key == "tags" else validate_repository
-            try:
-                for item in items:
-                    check(item)
-            except InvalidReferenceError as exc:
-                raise RegistryHTTPError(
-                    f"{what}: the registry answered an invalid name ({exc.reason})",
-                    status=response.status_code,
-                    hint="The answer was garbled on the way, or the registry is broken; "
-                    "try again.",
-                ) from exc
-            for item in items:
-                if limit is not None and yielded >= limit:
-                    return
-                yielded += 1
-                yield item
-            # Follow the Link header verbatim: registries use opaque cursors.
-            nxt = response.links.get("next", {}).get("url")
-            if nxt:
-                absolute = self.transport.url(nxt)
-                if absolute in seen:
-                    raise RegistryHTTPError(
-                        f"{what}: the registry's Link header goes round in circles",
-                        status=response.status_code,
-                        hint="The registry's pagination is broken; pass limit= or page_size=.",
-                    )
-                seen.add(absolute)
-            url, params = (nxt, None) if nxt else (None, None)
-
     def catalog(self, *, page_size: int | None = None, limit: int | None = None) -> Iterator[str]:
         """Yield repository names from ``/v2/_catalog``, following every page.
 
         ``page_size`` is sent as ``n`` (capped at 1000) on the first request; later
         pages follow the registry's ``Link`` header as given.
         """
-        return self._pages("/v2/_catalog", "repositories", [CATALOG_SCOPE], page_size,
-                           limit, "list the registry's catalog")
+        return paged_names(self.transport, "/v2/_catalog", "repositories", [CATALOG_SCOPE],
+                           page_size, limit, "list the registry's catalog")
 
     def tags(self, repository: str, *, page_size: int | None = None,
              limit: int | None = None) -> list[str]:
         """Return the tags of ``repository`` (every page)."""
-        return list(self._pages(f"/v2/{repository}/tags/list", "tags",
+        return list(paged_names(self.transport, f"/v2/{repository}/tags/list", "tags",
                                 [repository_scope(repository)], page_size, limit,
                                 f"list the tags of {repository}"))
 
@@ -304,10 +231,10 @@ class RegistryClient:
             finally:
                 response.close()
         if by_digest:
-            self._verify_bytes(raw, reference, what)
+            verify_bytes(raw, reference, what)
         header_digest = response.headers.get("Docker-Content-Digest")
         if header_digest and header_digest.startswith(("sha256:", "sha512:")):
-            actual = _digest_of(raw, header_digest)
+            actual = digest_of(raw, header_digest)
             if header_digest != actual:
                 raise DigestMismatchError(
                     f"{what}: the registry's Docker-Content-Digest does not match the body",
@@ -330,13 +257,6 @@ class RegistryClient:
             raise RegistryUnavailableError(f"{what}: the connection dropped mid-body ({exc})",
                                            hint="Try again; check the registry.") from exc
         return bytes(buf)
-
-    @staticmethod
-    def _verify_bytes(data: bytes, digest: str, what: str) -> None:
-        actual = _digest_of(data, digest)
-        if actual != digest:
-            raise DigestMismatchError(f"{what}: content does not match its digest",
-                                      expected=digest, actual=actual)
 
     def head_manifest(self, repository: str, reference: str, *,
                       accept: str = MANIFEST_ACCEPT) -> ManifestHead | None:
@@ -394,7 +314,7 @@ class RegistryClient:
                 hint="Registries refuse manifests this large; split the index or drop layers.",
             )
         by_digest = _is_digest(reference)
-        digest = _digest_of(raw, reference if by_digest else "sha256:")
+        digest = digest_of(raw, reference if by_digest else "sha256:")
         if by_digest and reference != digest:
             raise DigestMismatchError("manifest put by digest", expected=reference, actual=digest)
         response = self.transport.request(
@@ -451,9 +371,9 @@ class RegistryClient:
         what they received as unverified until the iterator is exhausted without
         error (:meth:`fetch_blob` does this for files).
         """
-        hasher = _hasher(digest)
         chunk_size = chunk_size or READ_CHUNK
         what = f"download the blob {digest} from {repository}"
+        verifier = DigestVerifier(digest, size, what=what)
         path = f"/v2/{repository}/blobs/{digest}"
         scopes = [repository_scope(repository)]
         done = 0
@@ -478,18 +398,16 @@ class RegistryClient:
                                                   expected=f"{size} bytes",
                                                   actual=f"{length} bytes")
                     total = int(length)
+                if total is not None:
+                    verifier.expect_size(total)
                 for chunk in raw_chunks(response, chunk_size):
                     if skip:  # the registry ignored Range: drop what we already have
                         cut = min(skip, len(chunk))
                         chunk, skip = chunk[cut:], skip - cut
                     if not chunk:
                         continue
-                    done += len(chunk)
-                    if total is not None and done > total:
-                        raise DigestMismatchError(f"{what}: more bytes than expected",
-                                                  expected=f"{total} bytes",
-                                                  actual=f"over {total} bytes")
-                    hasher.update(chunk)
+                    verifier.update(chunk)
+                    done = verifier.done
                     if progress is not None:
                         progress(done, total)
                     yield chunk
@@ -505,13 +423,7 @@ class RegistryClient:
                 log.info("blob download of %s dropped at %d bytes; resuming", digest, done)
             finally:
                 response.close()
-        if size is not None and done != size:
-            raise DigestMismatchError(f"{what}: wrong length", expected=f"{size} bytes",
-                                      actual=f"{done} bytes")
-        actual = f"{parse_digest(digest)[0]}:{hasher.hexdigest()}"
-        if actual != digest:
-            raise DigestMismatchError(f"{what}: content does not match its digest",
-                                      expected=digest, actual=actual)
+        verifier.finish()
 
     @staticmethod
     def _resume_offset(response: requests.Response, done: int, what: str

@@ -6,6 +6,10 @@ the worker only sets values, inside ``hold_sync()``, at most once per
 ``interval`` seconds (:class:`~registry_nb.progress.Throttle`) plus a final
 redraw; its output goes through ``Output.append_stdout`` and
 ``append_display_data``, never ``with output:``.
+
+Longer than 600 lines because the shared base form (its worker thread, redraw throttle
+and cancel state) and the three forms built on it are read together; the sync form of
+the operations issue is the point to move the base into a module of its own.
 """
 
 from __future__ import annotations
