@@ -155,7 +155,8 @@ def test_referrer_descriptor_is_read_from_the_child_manifest() -> None:
 
 
 def test_buildkit_attestation_storage_index() -> None:
-    index = parse_manifest(read_bytes("buildkit-buildx/buildkit.attestation-storage.image-index.json"))
+    raw = read_bytes("buildkit-buildx/buildkit.attestation-storage.image-index.json")
+    index = parse_manifest(raw)
     assert isinstance(index, Index)
     [entry] = art.in_index_attestations(index)
     assert entry.descriptor.digest.startswith("sha256:02cb9aa7")

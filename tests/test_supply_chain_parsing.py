@@ -379,7 +379,8 @@ def test_export_cyclonedx_16_validates_and_round_trips() -> None:
     # cyclonedx-python-lib keeps components sorted, so compare without order
     rows = supply.parse_sbom(raw).packages
     assert sorted((p.name, p.version or "", p.purl, p.type) for p in rows) == sorted(
-        (pkg["name"], pkg["version"] or "", purl, "library") for pkg, purl in zip(PACKAGES, PURLS))
+        (pkg["name"], pkg["version"] or "", purl, "library")
+        for pkg, purl in zip(PACKAGES, PURLS, strict=True))
     # the same table, name and time give the same bytes (seeded demo images stay reproducible)
     assert supply.export_sbom(PACKAGES, "cyclonedx", name="demo/app",
                               version="sha256:" + "44" * 32, created=CREATED) == raw
@@ -395,7 +396,7 @@ def test_export_spdx_23_validates_and_round_trips() -> None:
     sbom = supply.parse_sbom(raw)
     rows = [p for p in sbom.packages if p.type != "container"]
     assert [(p.name, p.version, p.purl) for p in rows] == [
-        (pkg["name"], pkg["version"], purl) for pkg, purl in zip(PACKAGES, PURLS)]
+        (pkg["name"], pkg["version"], purl) for pkg, purl in zip(PACKAGES, PURLS, strict=True)]
     assert raw == supply.export_sbom(PACKAGES, "spdx", name="demo/app", created=CREATED)
 
 

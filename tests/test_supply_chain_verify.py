@@ -12,7 +12,6 @@ turns ``verified`` False with a reason, never True.
 
 from __future__ import annotations
 
-import base64
 import copy
 import hashlib
 import json
@@ -106,7 +105,8 @@ def test_cosign_keyless_bundle_tampering(pgi_root) -> None:
     doc = read_json("cosign/oci-attestation.sigstore.json")
     envelope = doc["dsseEnvelope"]
     cert = doc["verificationMaterial"]["certificate"]
-    targets = [("payload", envelope, "payload", 0), ("signature", envelope["signatures"][0], "sig", 24),
+    targets = [("payload", envelope, "payload", 0),
+               ("signature", envelope["signatures"][0], "sig", 24),
                ("certificate", cert, "rawBytes", 40)]
     tried = 0
     for label, holder, key, samples in targets:
@@ -258,7 +258,8 @@ def self_signed(key, name: str, *, days: int = 365, code_signing: bool = True,
     builder = (x509.CertificateBuilder().subject_name(subject)
                .issuer_name(issuer_cert.subject if issuer_cert else subject)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=days))
+               .not_valid_before(now - timedelta(days=1))
+               .not_valid_after(now + timedelta(days=days))
                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
     if code_signing:
         builder = builder.add_extension(
