@@ -190,6 +190,22 @@ def test_provenance_v1_vcs_and_envelope() -> None:
     assert supply.secret_like_build_args(prov) == ["API_KEY"]
 
 
+def test_provenance_and_sbom_inside_sigstore_bundles() -> None:
+    # cosign v3 attest: a v0.3 bundle whose DSSE envelope carries the statement
+    def bundle(statement: dict) -> bytes:
+        envelope = {"payloadType": "application/vnd.in-toto+json", "signatures": [],
+                    "payload": base64.b64encode(json.dumps(statement).encode()).decode()}
+        return json.dumps({"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+                           "verificationMaterial": {}, "dsseEnvelope": envelope}).encode()
+    prov = supply.parse_provenance(bundle(read_json(BK.format("v1.mode-min"))))
+    assert (prov.slsa_version, prov.mode) == ("1", "min")
+    trivy = supply.parse_statement(read_bytes("trivy/centos-7-cyclonedx.intoto.jsonl"))
+    statement = {"_type": trivy.type, "predicateType": trivy.predicate_type,
+                 "subject": [{"name": s.name, "digest": s.digest} for s in trivy.subjects],
+                 "predicate": trivy.predicate}
+    assert len(supply.parse_sbom(bundle(statement)).packages) == 3
+
+
 def test_provenance_rejects_other_predicates() -> None:
     with pytest.raises(InvalidAttestationError, match="provenance"):
         supply.parse_provenance(read_bytes("trivy/centos-7-cyclonedx.intoto.jsonl"))
@@ -242,6 +258,16 @@ def test_spdx_tag_value() -> None:
     [row] = sbom.packages
     assert (row.name, row.version, row.purl, row.ecosystem, row.licenses) == \
         ("zlib", "1.3", "pkg:deb/debian/zlib1g@1.3?arch=amd64", "deb", ("Zlib",))
+
+
+@pytest.mark.parametrize("name, version", [("cosign/bom-go-mod.cyclonedx.json", "V1_4"),
+                                           ("trivy/centos-7-cyclonedx.json", "V1_5")])
+def test_cyclonedx_fixtures_are_schema_valid(name: str, version: str) -> None:
+    # the README: cyclonedx-python-lib's strict validator accepts both
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+    validator = JsonStrictValidator(getattr(SchemaVersion, version))
+    assert validator.validate_str(read_bytes(name).decode()) is None
 
 
 def test_cyclonedx_14_minimal_cosign_bom() -> None:

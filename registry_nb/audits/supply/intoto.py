@@ -150,7 +150,7 @@ class Statement:
 
 
 def parse_statement(data: bytes | str | Mapping[str, Any] | DsseEnvelope) -> Statement:
-    """Read an in-toto statement, from its JSON or from the DSSE envelope that carries it."""
+    """Read an in-toto statement from its JSON, a DSSE envelope, or a sigstore bundle."""
     if isinstance(data, DsseEnvelope):
         if data.payload_type != IN_TOTO_PAYLOAD:
             raise InvalidAttestationError(
@@ -160,6 +160,8 @@ def parse_statement(data: bytes | str | Mapping[str, Any] | DsseEnvelope) -> Sta
     doc = load_document(data, "in-toto statement")
     if "payloadType" in doc and "payload" in doc:
         return parse_statement(parse_envelope(doc))
+    if isinstance(doc.get("dsseEnvelope"), Mapping):  # a sigstore bundle (cosign v3 attest)
+        return parse_statement(parse_envelope(doc["dsseEnvelope"]))
     kind = doc.get("_type")
     if kind not in STATEMENT_TYPES:
         raise InvalidAttestationError(

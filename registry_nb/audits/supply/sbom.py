@@ -100,7 +100,8 @@ def parse_sbom(data: bytes | str | Mapping[str, Any] | Statement | DsseEnvelope,
                                                                   "application/spdx")):
         return _spdx_tag_value(text, validate)
     doc = load_document(data if text is None else text, "SBOM")
-    if doc.get("_type") and "predicate" in doc or "payloadType" in doc and "payload" in doc:
+    if ("_type" in doc and "predicate" in doc) or ("payloadType" in doc and "payload" in doc) \
+            or "dsseEnvelope" in doc:
         return parse_sbom(parse_statement(doc), media_type, validate=validate)
     if "spdxVersion" in doc:
         return _spdx_json(doc, validate)
