@@ -28,6 +28,9 @@ __all__ = [
     "EngineError",
     "BuildError",
     "OperationCancelled",
+    "InvalidAttestationError",
+    "TrustMaterialError",
+    "SbomExportError",
 ]
 
 
@@ -146,3 +149,15 @@ class BuildError(EngineError):
 
 class OperationCancelled(RegistryError):
     """The user cancelled a running operation; nothing partial was kept."""
+
+
+class InvalidAttestationError(InvalidManifestError):
+    """A signature, attestation, provenance or SBOM document attached to an image is malformed."""
+
+
+class TrustMaterialError(RegistryError, ValueError):
+    """A public key, certificate or trusted root given for verification cannot be used."""
+
+
+class SbomExportError(RegistryError, ValueError):
+    """A packages table cannot be written as an SBOM (unknown format, a row without a name)."""
