@@ -40,7 +40,13 @@ class RegistryError(Exception):
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         self.message = message
         self.hint = hint
-        super().__init__(f"{message} {hint}" if hint else message)
+        super().__init__(f"{_sentence(message)} {hint}" if hint else message)
+
+
+def _sentence(text: str) -> str:
+    """``text`` ending with a full stop (or its own ``!``, ``?``, ``:``, ``)``...)."""
+    stripped = text.rstrip()
+    return stripped if stripped.endswith((".", "!", "?", ":", ";")) else stripped + "."
 
 
 #: Alias kept for code written against the original specification.
@@ -50,13 +56,14 @@ CodomyrmexError = RegistryError
 class InvalidReferenceError(RegistryError, ValueError):
     """An image reference (name, tag or digest) does not follow the grammar."""
 
-    def __init__(self, reference: str, part: str, reason: str) -> None:
+    def __init__(self, reference: str, part: str, reason: str, *,
+                 hint: str | None = None) -> None:
         self.reference = reference
         self.part = part
         self.reason = reason
         super().__init__(
             f"invalid image reference {reference!r}: {part} {reason}",
-            hint="Write references as [host[:port]/]path[:tag][@sha256:<64 hex>].",
+            hint=hint or "Write references as [host[:port]/]path[:tag][@sha256:<64 hex>].",
         )
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from . import listings
 from .engine import Engine
 from .engine import auth_config as engine_auth_config
-from .errors import NotFoundError, RegistryError
+from .errors import InvalidReferenceError, NotFoundError, RegistryError
 from .frames import size_mb
 from .images.assemble import append_layers, write_layer
 from .images.copy import DEFAULT_WORKERS as COPY_WORKERS
@@ -34,7 +34,13 @@ from .images.copy import CopyResult, plan_copy
 from .images.copy import copy_image as copy_between
 from .images.image import Image, RegistryRepository, open_image
 from .images.layout import OCILayout, open_local
-from .images.listing import DEFAULT_WORKERS, RegistryImages, full_name, reference_on
+from .images.listing import (
+    DEFAULT_WORKERS,
+    RegistryImages,
+    display_name,
+    full_name,
+    reference_on,
+)
 from .listings import ContainerImage, describe, local_image_rows
 from .oci import ImageConfig, Platform
 from .oci.reference import ImageReference, is_docker_hub, normalize_registry
@@ -136,8 +142,30 @@ class ContainerRegistry:
         return full_name(self.registry_host, image_name, image_tag)
 
     def _reference(self, image_name: str, image_tag: str | None = None) -> ImageReference:
-        """Parse ``image_name[:tag]`` on this registry (adds ``library/`` on Docker Hub)."""
+        """What the user typed, on this registry: ``repo``, ``repo:tag``, ``repo@digest``,
+        ``host/repo:tag`` of this host; ``image_tag`` a tag or digest (see reference_on)."""
         return reference_on(self.registry_host, image_name, image_tag)
+
+    def _named(self, image_name: str, image_tag: str | None = None, *,
+               writes: bool = False) -> tuple[ImageReference, str]:
+        """The reference and docker's full name for it (``latest`` when no tag is given).
+
+        ``writes``: the operation writes a tag, so a digest alone is refused.
+        """
+        ref = self._reference(image_name, image_tag)
+        if ref.tag is None and (writes or ref.digest is None):
+            if ref.digest is not None:
+                raise InvalidReferenceError(
+                    f"{image_name}", "tag", "is missing: this operation writes a tag, and a "
+                    "digest names content, not a tag", hint="Give a tag, e.g. repo:1.",
+                )
+            ref = ref.with_tag("latest")
+        base = self._get_full_image_name(display_name(self.registry_host, ref.repository))
+        return ref, f"{base}@{ref.digest}" if ref.tag is None else f"{base}:{ref.tag}"
+
+    def _engine_name(self, ref: ImageReference) -> str:
+        """The repository as the engine names it (``host/repo``; bare on Docker Hub)."""
+        return self._get_full_image_name(display_name(self.registry_host, ref.repository))
 
     def _auth_config(self) -> dict[str, str] | None:
         """The engine's auth for this registry; None leaves it to the docker config."""
@@ -164,7 +192,8 @@ class ContainerRegistry:
 
     # --------------------------------------------------- engine operations
 
-    def push_image(self, image_name: str, image_tag: str, local_image: str | None = None, *,
+    def push_image(self, image_name: str, image_tag: str | None = None,
+                   local_image: str | None = None, *,
                    progress: ProgressCallback | None = None,
                    cancel: threading.Event | None = None) -> dict[str, Any]:
         """Push a local image to this registry as ``image_name:image_tag``.
@@ -176,18 +205,17 @@ class ContainerRegistry:
         of the layer sizes in that manifest as read back from the registry (None,
         with a warning logged, only if the registry API cannot be read).
         """
-        ref = self._reference(image_name, image_tag)  # a bad name fails before any work
-        full = self._get_full_image_name(image_name, image_tag)
+        ref, full = self._named(image_name, image_tag, writes=True)  # fails before any work
         if not self.is_available():
             return self._simulated(full, "push")
         started = time.monotonic()
-        repository = self._get_full_image_name(image_name)
+        repository = self._engine_name(ref)
         if local_image:
-            self.engine.tag(local_image, repository, image_tag)
+            self.engine.tag(local_image, repository, ref.tag)
         auth = self._auth_config()
         if auth is not None and "username" in auth:
             self.engine.login(self.registry_host, self.credentials)
-        pushed = self.engine.push(repository, image_tag, auth_config=auth, progress=progress,
+        pushed = self.engine.push(repository, ref.tag, auth_config=auth, progress=progress,
                                   cancel=cancel)
         try:
             size: int | None = self.images.compressed_size(ref.repository, pushed["digest"])
@@ -198,7 +226,7 @@ class ContainerRegistry:
         return {"status": "success", "image": full, "digest": pushed["digest"],
                 "size_bytes": size, "duration_seconds": round(time.monotonic() - started, 3)}
 
-    def pull_image(self, image_name: str, image_tag: str = "latest", *,
+    def pull_image(self, image_name: str, image_tag: str | None = None, *,
                    progress: ProgressCallback | None = None,
                    cancel: threading.Event | None = None) -> dict[str, Any]:
         """Pull ``image_name:image_tag`` from this registry into the engine.
@@ -206,12 +234,11 @@ class ContainerRegistry:
         Returns ``{"status", "image", "image_id", "size_mb", "duration_seconds", "tags"}``;
         ``size_mb`` is the sum of the image's history (its uncompressed layers).
         """
-        self._reference(image_name, image_tag)
-        full = self._get_full_image_name(image_name, image_tag)
+        ref, full = self._named(image_name, image_tag)
         if not self.is_available():
             return self._simulated(full, "pull")
         started = time.monotonic()
-        attrs = self.engine.pull(self._get_full_image_name(image_name), image_tag,
+        attrs = self.engine.pull(self._engine_name(ref), ref.identifier,
                                  auth_config=self._auth_config(), progress=progress,
                                  cancel=cancel)
         total = sum(int(e.get("Size") or 0) for e in self.engine.image_history(attrs["Id"]))
@@ -221,7 +248,7 @@ class ContainerRegistry:
                 "tags": list(attrs.get("RepoTags") or [])}
 
     def build_and_push(self, dockerfile_path: str | os.PathLike[str], image_name: str,
-                       image_tag: str, build_args: dict[str, str] | None = None,
+                       image_tag: str | None = None, build_args: dict[str, str] | None = None,
                        no_cache: bool = False, *, progress: ProgressCallback | None = None,
                        cancel: threading.Event | None = None) -> dict[str, Any]:
         """Build an image from a Dockerfile (or a folder holding one) and push it.
@@ -233,8 +260,7 @@ class ContainerRegistry:
         :class:`~registry_nb.errors.BuildError`. ``progress`` sees the build's
         events, then the push's; only the push ends with a ``"done"`` event.
         """
-        self._reference(image_name, image_tag)
-        full = self._get_full_image_name(image_name, image_tag)
+        ref, full = self._named(image_name, image_tag, writes=True)
         context, dockerfile = _build_context(Path(dockerfile_path))
         if not self.is_available():
             return self._simulated(full, "build")
@@ -243,7 +269,8 @@ class ContainerRegistry:
                                      no_cache=no_cache, progress=_build_stage(progress),
                                      cancel=cancel)
         built = time.monotonic()
-        push_result = self.push_image(image_name, image_tag, progress=progress, cancel=cancel)
+        push_result = self.push_image(self._engine_name(ref), ref.tag, progress=progress,
+                                      cancel=cancel)
         return {"status": "success", "image": full, "image_id": image_id,
                 "build_duration_seconds": round(built - started, 3),
                 "total_duration_seconds": round(time.monotonic() - started, 3),
@@ -298,14 +325,14 @@ class ContainerRegistry:
                  "image": self._get_full_image_name(images.display_name(e.repository), e.tag)}
                 for e in listing]
 
-    def describe_image(self, image_name: str, image_tag: str = "latest", *,
+    def describe_image(self, image_name: str, image_tag: str | None = None, *,
                        platform: str | None = None) -> ContainerImage:
         """Read one image's manifest and config from the registry."""
         ref = self._reference(image_name, image_tag)
         resolved = self.images.resolve(ref.repository, ref.identifier, platform)
         return describe(self.images, ref.repository, ref.identifier, resolved)
 
-    def image_config(self, image_name: str, image_tag: str = "latest", *,
+    def image_config(self, image_name: str, image_tag: str | None = None, *,
                      platform: str | None = None) -> ImageConfig:
         """The image's config (for an index: the selected platform's), verified by digest."""
         ref = self._reference(image_name, image_tag)
@@ -328,7 +355,7 @@ class ContainerRegistry:
         return listings.registry_images_frame(self.images, listing, platform=platform,
                                               uncompressed=uncompressed)
 
-    def layers_frame(self, image_name: str, image_tag: str = "latest", *,
+    def layers_frame(self, image_name: str, image_tag: str | None = None, *,
                      platform: str | None = None,
                      uncompressed: bool = False) -> pd.DataFrame:
         """The image's layers, in order, with the history line that made each."""
@@ -400,7 +427,7 @@ class ContainerRegistry:
         shown = dst.with_tag(tag) if tag else dst
         return _result(result, source=str(src), destination=str(shown))
 
-    def save_image(self, image_name: str, image_tag: str, path: str | os.PathLike[str], *,
+    def save_image(self, image_name: str, image_tag: str | None, path: str | os.PathLike[str], *,
                    platforms: str | list[str] | None = None,
                    progress: ProgressCallback | None = None,
                    cancel: threading.Event | None = None) -> dict[str, Any]:
@@ -411,15 +438,15 @@ class ContainerRegistry:
         are kept (Docker schema 2 images stay schema 2). Returns the copy's dict plus
         ``image``, ``path`` and ``tag``.
         """
-        ref = self._reference(image_name, image_tag)
+        ref, full = self._named(image_name, image_tag, writes=True)
         layout = OCILayout(path)
         result = copy_between(self.images.repository(ref.repository), layout,
-                              reference=ref.identifier, tag=image_tag, platforms=platforms,
+                              reference=ref.identifier, tag=ref.tag, platforms=platforms,
                               progress=progress, cancel=cancel)
-        return _result(result, image=self._get_full_image_name(image_name, image_tag),
-                       path=str(layout.path), tag=image_tag)
+        return _result(result, image=full, path=str(layout.path), tag=ref.tag)
 
-    def load_image(self, path: str | os.PathLike[str], image_name: str, image_tag: str, *,
+    def load_image(self, path: str | os.PathLike[str], image_name: str,
+                   image_tag: str | None = None, *,
                    source_tag: str | None = None, platforms: str | list[str] | None = None,
                    progress: ProgressCallback | None = None,
                    cancel: threading.Event | None = None) -> dict[str, Any]:
@@ -429,18 +456,18 @@ class ContainerRegistry:
         archive also ``repo:tag``); by default the one named ``image_tag``, else the
         only one. Blobs larger than one chunk are uploaded in resumable chunks.
         """
-        ref = self._reference(image_name, image_tag)
+        ref, full = self._named(image_name, image_tag, writes=True)
         store = open_local(path)
-        if source_tag is None and image_tag in store.tags():
-            source_tag = image_tag
+        if source_tag is None and ref.tag in store.tags():
+            source_tag = ref.tag
         result = copy_between(store, self.images.repository(ref.repository),
-                              reference=source_tag, tag=image_tag, platforms=platforms,
+                              reference=source_tag, tag=ref.tag, platforms=platforms,
                               progress=progress, cancel=cancel)
-        return _result(result, image=self._get_full_image_name(image_name, image_tag),
-                       path=str(path))
+        return _result(result, image=full, path=str(path))
 
     def image_from_directory(self, path: str | os.PathLike[str], image_name: str,
-                             image_tag: str, *, base: str | ImageReference | None = None,
+                             image_tag: str | None = None, *,
+                             base: str | ImageReference | None = None,
                              prefix: str = "/", entrypoint: str | list[str] | None = None,
                              cmd: str | list[str] | None = None,
                              env: dict[str, str] | list[str] | None = None,
@@ -460,7 +487,7 @@ class ContainerRegistry:
         ``image``, ``base``, ``layer_digest``, ``diff_id`` and
         ``uncompressed_size_bytes`` (of the new layer).
         """
-        ref = self._reference(image_name, image_tag)
+        ref, full = self._named(image_name, image_tag, writes=True)
         base_ref = _parse(base) if base is not None else None
         with self._stores() as store, \
                 tempfile.TemporaryDirectory(prefix="registry-nb-layer-") as tmp:
@@ -472,9 +499,9 @@ class ContainerRegistry:
             image = append_layers(base_image, [layer], entrypoint=entrypoint, cmd=cmd, env=env,
                                   labels=labels, user=user, workdir=workdir, platform=platform,
                                   created=created)
-            result = copy_between(image, self.images.repository(ref.repository), tag=image_tag,
+            result = copy_between(image, self.images.repository(ref.repository), tag=ref.tag,
                                   progress=progress, cancel=cancel)
-        return _result(result, image=self._get_full_image_name(image_name, image_tag),
+        return _result(result, image=full,
                        base=str(base_ref) if base_ref else None, layer_digest=layer.digest,
                        diff_id=layer.diff_id, uncompressed_size_bytes=layer.uncompressed_size)
 
@@ -515,7 +542,7 @@ class ContainerRegistry:
             self.client.tags(names[0])  # a missing repository raises here, as listings do
         return audits.storage_frame(self.images, names)
 
-    def layer_contents(self, image_name: str, image_tag: str = "latest", *,
+    def layer_contents(self, image_name: str, image_tag: str | None = None, *,
                        platform: str | None = None) -> pd.DataFrame:
         """Every file of every layer, streamed (nothing written to disk); unsafe names flagged."""
         from . import audits
@@ -524,7 +551,7 @@ class ContainerRegistry:
         return audits.layer_contents(self.images, ref.repository, ref.identifier,
                                      platform=platform)
 
-    def wasted_space(self, image_name: str, image_tag: str = "latest", *,
+    def wasted_space(self, image_name: str, image_tag: str | None = None, *,
                      platform: str | None = None) -> Any:
         """Files hidden by later layers, bytes wasted and efficiency (an audits.WasteReport)."""
         from . import audits
@@ -532,9 +559,9 @@ class ContainerRegistry:
         ref = self._reference(image_name, image_tag)
         return audits.wasted_space(self.images, ref.repository, ref.identifier,
                                    platform=platform,
-                                   name=self._get_full_image_name(image_name, image_tag))
+                                   name=self._named(image_name, image_tag)[1])
 
-    def packages_frame(self, image_name: str, image_tag: str = "latest", *,
+    def packages_frame(self, image_name: str, image_tag: str | None = None, *,
                        platform: str | None = None) -> pd.DataFrame:
         """Installed packages (dpkg, apk, Python dist-info) with the layer each came from."""
         from . import audits

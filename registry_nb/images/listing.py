@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from ..errors import (
     AuthenticationError,
+    InvalidReferenceError,
     NotFoundError,
     RegistryError,
     RegistryHTTPError,
@@ -28,7 +29,7 @@ from ..oci.reference import DOCKER_HUB, ImageReference
 from ..remote.distribution import RegistryClient
 from .image import RegistryRepository, ResolvedImage, resolve_image
 
-__all__ = ["full_name", "reference_on", "TagEntry", "TagListing", "ReachableBlobs",
+__all__ = ["full_name", "display_name", "reference_on", "TagEntry", "TagListing", "ReachableBlobs",
            "RegistryImages", "DEFAULT_WORKERS"]
 
 #: Concurrent manifest/config fetches in a listing (one shared session; the transport
@@ -92,10 +93,43 @@ def full_name(host: str, name: str, tag: str | None = None) -> str:
     return f"{base}:{tag}" if tag else base
 
 
+def display_name(host: str, repository: str) -> str:
+    """A repository as users write it (``busybox`` for Docker Hub's ``library/busybox``)."""
+    if host == DOCKER_HUB and repository.startswith("library/"):
+        return repository[len("library/"):]
+    return repository
+
+
 def reference_on(host: str, name: str, tag: str | None = None) -> ImageReference:
-    """``name[:tag]`` on registry ``host``, parsed (``library/`` added on Docker Hub)."""
-    text = full_name(host, name, tag)
-    return ImageReference.parse(f"docker.io/{text}" if host == DOCKER_HUB else text)
+    """An image of registry ``host`` as people type it, parsed.
+
+    ``name`` is ``repo``, ``repo:tag``, ``repo@sha256:…`` or any of those behind this
+    registry's ``host/`` (``library/`` is added on Docker Hub); ``tag`` is a tag or a
+    digest given apart. A tag (or digest) both in ``name`` and in ``tag`` must agree; a
+    name behind another registry's host is refused: each raises
+    :class:`InvalidReferenceError` saying so.
+    """
+    if not isinstance(name, str):
+        raise InvalidReferenceError(repr(name), "repository", "must be a string")
+    typed = ImageReference.parse(name.strip().strip("/"), default_registry=host)
+    if typed.registry != host:
+        raise InvalidReferenceError(
+            name, "registry", f"is {typed.registry}, not this registry ({host})",
+            hint=f"Name images of {host} as repo:tag, or use a ContainerRegistry for "
+            f"{typed.registry} (copy_image moves images between registries).",
+        )
+    given_tag, given_digest = (None, tag) if tag and ":" in tag else (tag or None, None)
+    for part, typed_value, given in (("tag", typed.tag, given_tag),
+                                     ("digest", typed.digest, given_digest)):
+        if typed_value and given and typed_value != given:
+            raise InvalidReferenceError(
+                f"{name} ({part} {given})", part,
+                f"is given twice and the two disagree: {typed_value!r} in the name, "
+                f"{given!r} as the {part} argument",
+                hint=f"Give the {part} once, in the name or as the argument.",
+            )
+    return ImageReference(host, typed.repository, typed.tag or given_tag,
+                          typed.digest or given_digest)
 
 
 class RegistryImages:
@@ -133,10 +167,8 @@ class RegistryImages:
         return self.reference(name).repository
 
     def display_name(self, repository: str) -> str:
-        """The repository as users write it (``busybox`` for Hub's ``library/busybox``)."""
-        if self.is_docker_hub and repository.startswith("library/"):
-            return repository[len("library/"):]
-        return repository
+        """The repository as users write it (see :func:`display_name`)."""
+        return display_name(self.host, repository)
 
     def repository(self, repository: str) -> RegistryRepository:
         """One repository as an image store and sink."""
