@@ -16,23 +16,22 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import listings
-from .engine import Engine
+from .engine import Engine, build_context
 from .engine import auth_config as engine_auth_config
-from .errors import InvalidReferenceError, NotFoundError, RegistryError
+from .errors import InvalidReferenceError, RegistryError
 from .frames import size_mb
 from .images.assemble import append_layers, write_layer
 from .images.copy import DEFAULT_WORKERS as COPY_WORKERS
 from .images.copy import CopyResult, plan_copy
 from .images.copy import copy_image as copy_between
-from .images.image import Image, RegistryRepository, open_image
+from .images.image import Image, open_image
 from .images.layout import OCILayout, open_local
 from .images.listing import (
     DEFAULT_WORKERS,
@@ -40,6 +39,7 @@ from .images.listing import (
     display_name,
     full_name,
     reference_on,
+    stores_for,
 )
 from .listings import ContainerImage, describe, local_image_rows
 from .oci import ImageConfig, Platform
@@ -261,7 +261,7 @@ class ContainerRegistry:
         events, then the push's; only the push ends with a ``"done"`` event.
         """
         ref, full = self._named(image_name, image_tag, writes=True)
-        context, dockerfile = _build_context(Path(dockerfile_path))
+        context, dockerfile = build_context(Path(dockerfile_path))
         if not self.is_available():
             return self._simulated(full, "build")
         started = time.monotonic()
@@ -369,29 +369,10 @@ class ContainerRegistry:
     # (registry_nb.images). No Docker engine needed.
     # ============================================================================
 
-    @contextmanager
-    def _stores(self) -> Iterator[Any]:
-        """``store(reference)``: a repository store on any registry, for one operation.
-
-        This facade's client serves its own host; another host gets one client per
-        operation, with credentials from the docker config, closed at the end.
-        """
-        opened: dict[str, RegistryClient] = {}
-
-        def store(ref: ImageReference) -> RegistryRepository:
-            host = normalize_registry(ref.registry)
-            if host == self.registry_host:
-                return RegistryRepository(self.client, ref.repository)
-            if host not in opened:
-                opened[host] = RegistryClient.connect(host, None,
-                                                      pool_size=max(self.max_workers, 4))
-            return RegistryRepository(opened[host], ref.repository)
-
-        try:
-            yield store
-        finally:
-            for client in opened.values():
-                client.close()
+    def _stores(self) -> AbstractContextManager[Any]:
+        """``store(reference)`` for one operation: this facade's client for its own host,
+        a client per other host (credentials from the docker config), closed at the end."""
+        return stores_for(self.client, self.max_workers)
 
     def copy_image(self, source: str | ImageReference, destination: str | ImageReference, *,
                    platforms: str | list[str] | None = None,
@@ -577,19 +558,6 @@ def _parse(reference: str | ImageReference) -> ImageReference:
 
 def _result(result: CopyResult, **fields: Any) -> dict[str, Any]:
     return {**result.as_dict(), **fields}
-
-
-def _build_context(path: Path) -> tuple[Path, str]:
-    """(context folder, Dockerfile name) of a Dockerfile path or a folder holding one."""
-    if path.is_dir():
-        if not (path / "Dockerfile").is_file():
-            raise NotFoundError(f"no Dockerfile in {path}.",
-                                hint="Pass the Dockerfile's path or a folder holding one.")
-        return path, "Dockerfile"
-    if path.is_file():
-        return path.parent, path.name
-    raise NotFoundError(f"{path} does not exist.",
-                        hint="Pass the Dockerfile's path or a folder holding one.")
 
 
 def _build_stage(progress: ProgressCallback | None) -> ProgressCallback | None:

@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
-from .client import Engine, EngineUnavailableError, auth_config
+from .client import Engine, EngineUnavailableError
+from .inputs import auth_config, build_context
 from .messages import classify_engine_message, progress_event_from_docker
 
-__all__ = ["Engine", "EngineUnavailableError", "auth_config", "progress_event_from_docker",
-           "classify_engine_message"]
+__all__ = ["Engine", "EngineUnavailableError", "auth_config", "build_context",
+           "progress_event_from_docker", "classify_engine_message"]

@@ -32,6 +32,7 @@ from ..errors import (
 )
 from ..oci.reference import is_docker_hub
 from ..progress import ProgressAggregator, ProgressCallback, ProgressEvent
+from .inputs import credential_field, strip_scheme
 from .messages import (
     ANSI,
     BuildLog,
@@ -45,7 +46,6 @@ from .messages import (
 __all__ = [
     "Engine",
     "EngineUnavailableError",
-    "auth_config",
     "progress_event_from_docker",
     "classify_engine_message",
 ]
@@ -57,44 +57,6 @@ BUILD_LOG_TAIL = 20
 
 class EngineUnavailableError(EngineError):
     """No Docker engine answers at the configured address (``DOCKER_HOST``)."""
-
-
-def _strip_scheme(registry: str) -> str:
-    reg = registry.strip()
-    for prefix in ("https://", "http://"):
-        if reg.startswith(prefix):
-            reg = reg[len(prefix) :]
-    return reg.rstrip("/")
-
-
-def auth_config(credentials: Any, server: str) -> dict[str, str] | None:
-    """The engine's ``auth_config`` for ``server``; None leaves it to the docker config.
-
-    Username + password (or token) are sent as such; a token alone is sent as a
-    registry (Bearer) token and an identity token as docker's refresh token.
-    """
-    if credentials is None:
-        return None
-    user = _credential(credentials, "username")
-    password = _credential(credentials, "password") or _credential(credentials, "token")
-    where = {"serveraddress": server}
-    if user and password:
-        return {"username": user, "password": password, **where}
-    if _credential(credentials, "token"):
-        return {"registrytoken": _credential(credentials, "token"), **where}
-    if _credential(credentials, "identity_token"):
-        return {"identitytoken": _credential(credentials, "identity_token"), **where}
-    return None
-
-
-def _credential(credentials: Any, name: str) -> str:
-    if credentials is None:
-        return ""
-    if isinstance(credentials, Mapping):
-        value = credentials.get(name)
-    else:
-        value = getattr(credentials, name, None)
-    return value if isinstance(value, str) else ""
 
 
 class _StreamState:
@@ -350,11 +312,11 @@ class Engine:
         Returns docker's answer (``{"Status": "Login Succeeded", ...}``).
         The password is never logged nor put in a message.
         """
-        user = username if username is not None else _credential(credentials, "username")
-        secret = password if password is not None else _credential(credentials, "password")
+        user = username if username is not None else credential_field(credentials, "username")
+        secret = password if password is not None else credential_field(credentials, "password")
         if not secret:
-            secret = _credential(credentials, "token")
-        server = _strip_scheme(registry)
+            secret = credential_field(credentials, "token")
+        server = strip_scheme(registry)
         if not user or not secret:
             raise AuthenticationError(
                 f"login to {server or 'Docker Hub'} needs a username and a password",

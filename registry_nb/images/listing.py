@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -25,12 +26,12 @@ from ..errors import (
     RegistryHTTPError,
 )
 from ..oci import Index, Manifest, Platform
-from ..oci.reference import DOCKER_HUB, ImageReference
+from ..oci.reference import DOCKER_HUB, ImageReference, normalize_registry
 from ..remote.distribution import RegistryClient
 from .image import RegistryRepository, ResolvedImage, resolve_image
 
 __all__ = ["full_name", "display_name", "reference_on", "TagEntry", "TagListing", "ReachableBlobs",
-           "RegistryImages", "DEFAULT_WORKERS"]
+           "RegistryImages", "DEFAULT_WORKERS", "stores_for"]
 
 #: Concurrent manifest/config fetches in a listing (one shared session; the transport
 #: lowers it while the registry answers 429). 32 beat 16 and 8 by 5-15% (benchmarks/).
@@ -303,3 +304,28 @@ class RegistryImages:
         with ThreadPoolExecutor(max_workers=min(self.workers, len(items)),
                                 thread_name_prefix="registry-nb") as pool:
             return list(pool.map(func, items))
+
+
+@contextmanager
+def stores_for(client: RegistryClient, workers: int = DEFAULT_WORKERS
+               ) -> Iterator[Callable[[ImageReference], RegistryRepository]]:
+    """``store(reference)``: a repository store on any registry, for one operation.
+
+    ``client``'s registry is served by ``client``; each other host gets one client (with
+    credentials from the docker config), closed when the block ends.
+    """
+    opened: dict[str, RegistryClient] = {}
+
+    def store(ref: ImageReference) -> RegistryRepository:
+        host = normalize_registry(ref.registry)
+        if host == client.host:
+            return RegistryRepository(client, ref.repository)
+        if host not in opened:
+            opened[host] = RegistryClient.connect(host, None, pool_size=max(workers, 4))
+        return RegistryRepository(opened[host], ref.repository)
+
+    try:
+        yield store
+    finally:
+        for other in opened.values():
+            other.close()
