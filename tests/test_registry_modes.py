@@ -50,7 +50,7 @@ from modes_traffic import HubRateLimit
 from registrymodes import MODES
 from registryproxy import MIB, RegistryProxy, Upstream
 
-import registry_nb.transport as transport_module
+import registry_nb.remote.transport as transport_module
 from registry_nb import ContainerRegistry, RegistryCredentials
 from registry_nb.errors import (
     AuthenticationError,
@@ -59,7 +59,7 @@ from registry_nb.errors import (
     RegistryError,
     RegistryHTTPError,
 )
-from registry_nb.layout import OCILayout
+from registry_nb.images.layout import OCILayout
 
 MODE_NAMES = list(MODES)
 BEARER_MODES = [m for m in MODE_NAMES if MODES[m]().upstream == "token" and m != "distribution"]
