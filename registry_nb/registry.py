@@ -425,25 +425,37 @@ class ContainerRegistry:
             raise
 
     def _tag_pairs(self, repository: str | None, limit: int | None, *,
-                   keep_errors: bool = False) -> list[tuple[str, str | None, str | None]]:
+                   keep_errors: bool = False, junk: bool = False
+                   ) -> list[tuple[str, str | None, str | None]]:
         """(api repository, tag, error) triples, at most ``limit``.
 
         With ``repository``, its tags; without, each catalog repository's tags,
         fetched concurrently a batch at a time; tags sorted per repository.
         ``keep_errors`` turns a catalog repository whose tags cannot be listed into
-        one ``(repo, None, why)`` entry instead of raising.
+        one ``(repo, None, why)`` entry instead of raising; ``junk`` adds one for each
+        entry the registry listed that is not a tag (``null``, a digest).
         """
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0 or None, not {limit}")
         if limit == 0:
             return []
-        if repository:
-            repo = self._api_repository(repository)
-            return [(repo, t, None) for t in sorted(self.client.tags(repo))][:limit]
 
-        def tags_of(repo: str) -> list[str] | RegistryError:
+        def listed(repo: str) -> list[tuple[str, str | None, str | None]]:
+            listing = self.client.list_tags(repo)
+            out: list[tuple[str, str | None, str | None]] = [
+                (repo, tag, None) for tag in sorted(listing.names)]
+            if junk:
+                out.extend((repo, None, f"the registry listed {entry} among the tags of "
+                            f"{repo}; it is not a tag, so it was skipped")
+                           for entry in listing.skipped)
+            return out
+
+        if repository:
+            return listed(self._api_repository(repository))[:limit]
+
+        def tags_of(repo: str) -> list[tuple[str, str | None, str | None]] | RegistryError:
             try:
-                return sorted(self.client.tags(repo))
+                return listed(repo)
             except NotFoundError:  # in the catalog but without tags (all deleted)
                 return []
             except RegistryError as exc:
@@ -458,7 +470,7 @@ class ContainerRegistry:
                         raise found
                     out.append((repo, None, f"{type(found).__name__}: {found}"))
                 else:
-                    out.extend((repo, tag, None) for tag in found)
+                    out.extend(found)
                 if limit is not None and len(out) >= limit:
                     return out[:limit]
         return out
@@ -474,14 +486,19 @@ class ContainerRegistry:
 
         With ``repository``, that repository's tags; without, every repository of
         the catalog (all pages), in catalog order, tags sorted. At most ``limit``
-        rows (None: no limit). A registry without a catalog raises an error saying
-        to pass a repository.
+        rows (None: no limit). A catalog repository whose tags cannot be listed gives
+        one row with ``tag`` None and the reason in ``error``. A registry without a
+        catalog raises an error saying to pass a repository.
         """
-        return [
-            {"name": self._display_name(repo), "tag": tag, "registry_url": self.registry_host,
-             "image": self._get_full_image_name(self._display_name(repo), tag)}
-            for repo, tag, _ in self._tag_pairs(repository, limit)
-        ]
+        rows = []
+        for repo, tag, error in self._tag_pairs(repository, limit, keep_errors=True):
+            name = self._display_name(repo)
+            row: dict[str, Any] = {"name": name, "tag": tag, "registry_url": self.registry_host,
+                                   "image": self._get_full_image_name(name, tag)}
+            if error is not None:
+                row["error"] = error
+            rows.append(row)
+        return rows
 
     def _resolve(self, repository: str, reference: str,
                  platform: Platform | str | None = None
@@ -543,13 +560,15 @@ class ContainerRegistry:
         """Registry tags as a DataFrame with manifest and config details (README columns).
 
         Details are fetched concurrently over one session; a tag (or catalog
-        repository) whose details fail keeps its row with the reason in ``error``.
+        repository) whose details fail keeps its row with the reason in ``error``, and
+        an entry the registry listed that is not a tag (``null``, a digest) gets a row
+        without a tag that says so in ``error``.
         For an index the row describes ``platform`` (default: the host's, then
         linux/amd64) and ``platforms`` lists them all.
         """
         if platform is not None:
             Platform.parse(platform)  # a typo fails once, not on every index row
-        pairs = self._tag_pairs(repository, limit, keep_errors=True)
+        pairs = self._tag_pairs(repository, limit, keep_errors=True, junk=True)
 
         def row(item: tuple[str, str | None, str | None]) -> dict[str, Any]:
             repo, tag, error = item

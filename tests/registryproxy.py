@@ -269,7 +269,7 @@ class RegistryProxy:
         self.issued: set[str] = set()
         self.expired: set[str] = set()
         self.credentials_expired = False
-        self._throttles: list[list[Any]] = []  # [pattern, times left]
+        self._throttles: list[list[Any]] = []  # [pattern, times left, skips left, answer]
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -297,7 +297,7 @@ class RegistryProxy:
         self.stop()
 
     def reset(self) -> None:
-        """Forget the log, throttles, expiries and every behaviour's state."""
+        """Forget the log, injected answers, expiries and every behaviour's state."""
         with self._lock:
             self.log.clear()
             self._throttles.clear()
@@ -328,8 +328,14 @@ class RegistryProxy:
     def throttle(self, path: str, times: int = 1) -> None:
         """Answer the next ``times`` requests whose path matches ``path`` with the
         mode's own 429."""
+        self.inject(path, self.mode.rate_limited, times=times)
+
+    def inject(self, path: str, answer: Callable[[], Reply], *, times: int = 1,
+               skip: int = 0) -> None:
+        """Let ``skip`` requests whose path matches ``path`` through, then answer the
+        next ``times`` with ``answer()`` (the mode's behaviours still shape it)."""
         with self._lock:
-            self._throttles.append([re.compile(path), times])
+            self._throttles.append([re.compile(path), times, skip, answer])
 
     def expire_tokens(self) -> None:
         """Every token handed out so far is now expired (the mode decides the answer)."""
@@ -375,7 +381,7 @@ class RegistryProxy:
 
     def _handle(self, method: str, target: str, headers: Headers, body: bytes) -> Reply:
         ex = Exchange.parse(method, target, headers, body)
-        reply = self._throttled(ex) or self._tripwire(ex)
+        reply = self._injected(ex) or self._tripwire(ex)
         if reply is None:
             for behaviour in self.mode.behaviours:
                 reply = behaviour.before(ex)
@@ -392,15 +398,18 @@ class RegistryProxy:
                          dict(reply.headers)))
         return reply
 
-    def _throttled(self, ex: Exchange) -> Reply | None:
+    def _injected(self, ex: Exchange) -> Reply | None:
         with self._lock:
             for entry in self._throttles:
                 if entry[1] > 0 and entry[0].search(ex.path):
+                    if entry[2] > 0:
+                        entry[2] -= 1
+                        return None
                     entry[1] -= 1
                     break
             else:
                 return None
-        return self.mode.rate_limited()
+        return entry[3]()
 
     def _tripwire(self, ex: Exchange) -> Reply | None:
         if ex.kind != "upload" or ex.method not in ("PATCH", "PUT"):

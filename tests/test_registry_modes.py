@@ -48,7 +48,7 @@ from helpers import (
 from modes_access import BearerAuth
 from modes_traffic import HubRateLimit
 from registrymodes import MODES
-from registryproxy import MIB, RegistryProxy, Upstream
+from registryproxy import MIB, RegistryProxy, Reply, Upstream
 
 import registry_nb.remote.transport as transport_module
 from registry_nb import ContainerRegistry, RegistryCredentials
@@ -56,6 +56,7 @@ from registry_nb.errors import (
     AuthenticationError,
     ImageNotFoundError,
     ManifestNotFoundError,
+    NotFoundError,
     RegistryError,
     RegistryHTTPError,
 )
@@ -72,24 +73,12 @@ CHUNK = 8 * MIB
 START_TIMEOUT = 20.0
 
 #: (operation, mode) -> the bug today's code has there. Each is xfail(strict=True).
-_JUNK_DIGEST = "a sha256:… digest in a tag list (Artifactory) fails the whole listing"
-_JUNK_NULL = "a null entry in a tag list (Nexus) fails the whole listing"
 _MONOLITHIC = "a refused monolithic PUT (Artifactory wants PATCH) is not retried in chunks"
 _GHCR_416 = ("a PATCH over GHCR's 4 MiB cap gets 416; the upload is treated as lost and "
              "restarted with the same size until RegistryUnavailableError")
 _ECR_RANGE = ("ECR answers PATCH 201 with a Range that does not advance; the client re-sends "
               "without progress (stopped only by the proxy's tripwire)")
-_BARE_401 = ("a 401 without a challenge (expired token) is fatal: the dead token stays "
-             "cached instead of being fetched again")
 KNOWN: dict[tuple[str, str], str] = {
-    ("catalog", "artifactory"): _JUNK_DIGEST,
-    ("catalog", "nexus"): _JUNK_NULL,
-    ("tags", "artifactory"): _JUNK_DIGEST,
-    ("tags", "nexus"): _JUNK_NULL,
-    ("frame", "artifactory"): _JUNK_DIGEST,
-    ("frame", "nexus"): _JUNK_NULL,
-    ("not_found", "harbor"): "Harbor's 404 {code: UNKNOWN, '… not found'} is a RegistryHTTPError, "
-                             "not a ManifestNotFoundError / ImageNotFoundError",
     ("copy_in", "ghcr"): _GHCR_416,
     ("copy_in", "artifactory"): _MONOLITHIC,
     ("load", "dockerhub"): "Docker Hub's 400 to a large monolithic PUT is not retried in chunks",
@@ -104,10 +93,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("mount", "artifactory"): _MONOLITHIC,
     ("delete", "quay"): "delete_manifest asks for the delete scope, which Quay's token service "
                         "never grants (it wants push; c/image)",
-    ("auth_variant", "gar"): "an identity-token POST that gets 404 (GAR) is not retried as GET",
-    ("expiry", "dockerhub"): _BARE_401,
-    ("expiry", "gar"): _BARE_401,
-    ("expiry", "ecr"): "ECR's expired-token 403 is hinted 'ask the admin', not 'log in again'",
 }
 
 
@@ -462,6 +447,24 @@ def test_not_found(rig: Rig, mode: str) -> None:
             reg.describe_image("seed/app", "no-such-tag")
         with pytest.raises(ImageNotFoundError):
             reg.list_registry_images("seed/no-such-repo")
+
+
+@pytest.mark.parametrize("mode", modes("lost_page", ["ghcr", "quay"]))
+def test_a_next_page_that_is_gone(rig: Rig, mode: str) -> None:
+    """A next page that answers 404 is an error, never a silently short list: the named
+    repository raises, and in the catalog listing it becomes a row with ``error``."""
+    gone = lambda: Reply.errors(404, "NAME_UNKNOWN", "repository name not known to registry")  # noqa: E731
+    with rig.facade() as reg:
+        assert len(reg.list_registry_images("seed/zz-many", limit=None)) == len(MANY_TAGS)
+        rig.proxy.inject("/v2/seed/zz-many/tags/list", gone, skip=1)  # page 1 passes
+        with pytest.raises(RegistryHTTPError, match="next page") as info:
+            reg.list_registry_images("seed/zz-many", limit=None)
+        assert not isinstance(info.value, NotFoundError)
+        if mode in CATALOG_REFUSED:
+            return
+        rig.proxy.inject("/v2/seed/zz-many/tags/list", gone, skip=1)
+        rows = [r for r in reg.list_registry_images(limit=None) if r["name"] == "seed/zz-many"]
+    assert len(rows) == 1 and rows[0]["tag"] is None and "next page" in rows[0]["error"]
 
 
 @pytest.mark.parametrize("mode", modes("copy_in"))

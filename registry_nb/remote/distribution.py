@@ -14,7 +14,6 @@ the upload starts again from the first byte.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -28,7 +27,6 @@ import requests
 from ..errors import (
     DigestMismatchError,
     InvalidManifestError,
-    InvalidReferenceError,
     RegistryHTTPError,
     RegistryUnavailableError,
     UnsupportedMediaTypeError,
@@ -42,9 +40,10 @@ from ..oci import (
     Manifest,
     parse_manifest,
 )
-from ..oci.reference import parse_digest, validate_repository, validate_tag
+from ..oci.reference import parse_digest
 from .auth import CATALOG_SCOPE, repository_scope
 from .cache import CachedContent, ContentCache
+from .listings import Listing, iter_names
 from .responses import DROPPED, raise_for_status, raw_chunks
 from .transport import Transport
 from .uploads import RESUME_ATTEMPTS, BlobProgress, BlobUploader
@@ -56,9 +55,6 @@ log = logging.getLogger(__name__)
 #: Read size for blob downloads: large enough that Python's per-chunk overhead
 #: vanishes next to hashing (8 KiB chunks run at under half the speed).
 READ_CHUNK = 1024 * 1024
-#: Page size ceiling: distribution answers 400 when ``n`` is over 1000.
-MAX_PAGE_SIZE = 1000
-
 _CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
@@ -148,80 +144,30 @@ class RegistryClient:
             "auth_scheme": getattr(self.transport, "auth_scheme", None),
         }
 
-    def _pages(self, path: str, key: str, scopes: list[str], page_size: int | None,
-               limit: int | None, what: str) -> Iterator[str]:
-        params: dict[str, Any] | None = None
-        if page_size is not None:
-            params = {"n": max(1, min(int(page_size), MAX_PAGE_SIZE))}
-        url: str | None = path
-        seen: set[str] = set()
-        yielded = 0
-        while url is not None:
-            if limit is not None and yielded >= limit:
-                return
-            response = self.transport.request("GET", url, scopes=scopes, params=params)
-            raise_for_status(response, what)
-            try:
-                # Strict UTF-8 (JSON's encoding): a garbled byte fails here instead of
-                # turning into a wrong name.
-                body = json.loads(response.content.decode("utf-8"))
-            except ValueError as exc:
-                raise RegistryHTTPError(
-                    f"{what}: the registry answered with something that is not UTF-8 JSON",
-                    status=response.status_code,
-                    hint="The answer was garbled on the way, or the registry is broken; "
-                    "try again.",
-                ) from exc
-            items = body.get(key) if isinstance(body, dict) else None
-            if items is None:
-                items = []
-            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-                raise RegistryHTTPError(f"{what}: {key!r} in the answer is not a list of names",
-                                        status=response.status_code)
-            check = validate_tag if key == "tags" else validate_repository
-            try:
-                for item in items:
-                    check(item)
-            except InvalidReferenceError as exc:
-                raise RegistryHTTPError(
-                    f"{what}: the registry answered an invalid name ({exc.reason})",
-                    status=response.status_code,
-                    hint="The answer was garbled on the way, or the registry is broken; "
-                    "try again.",
-                ) from exc
-            for item in items:
-                if limit is not None and yielded >= limit:
-                    return
-                yielded += 1
-                yield item
-            # Follow the Link header verbatim: registries use opaque cursors.
-            nxt = response.links.get("next", {}).get("url")
-            if nxt:
-                absolute = self.transport.url(nxt)
-                if absolute in seen:
-                    raise RegistryHTTPError(
-                        f"{what}: the registry's Link header goes round in circles",
-                        status=response.status_code,
-                        hint="The registry's pagination is broken; pass limit= or page_size=.",
-                    )
-                seen.add(absolute)
-            url, params = (nxt, None) if nxt else (None, None)
-
     def catalog(self, *, page_size: int | None = None, limit: int | None = None) -> Iterator[str]:
         """Yield repository names from ``/v2/_catalog``, following every page.
 
         ``page_size`` is sent as ``n`` (capped at 1000) on the first request; later
-        pages follow the registry's ``Link`` header as given.
+        pages follow the registry's ``Link`` header (see :mod:`.listings`).
         """
-        return self._pages("/v2/_catalog", "repositories", [CATALOG_SCOPE], page_size,
-                           limit, "list the registry's catalog")
+        return iter_names(self.transport, "/v2/_catalog", "repositories", [CATALOG_SCOPE],
+                          page_size, limit, "list the registry's catalog")
 
     def tags(self, repository: str, *, page_size: int | None = None,
              limit: int | None = None) -> list[str]:
-        """Return the tags of ``repository`` (every page)."""
-        return list(self._pages(f"/v2/{repository}/tags/list", "tags",
-                                [repository_scope(repository)], page_size, limit,
-                                f"list the tags of {repository}"))
+        """Return the tags of ``repository`` (every page; entries that are not tags,
+        such as ``null`` or digests, are skipped: :meth:`list_tags` reports them)."""
+        return self.list_tags(repository, page_size=page_size, limit=limit).names
+
+    def list_tags(self, repository: str, *, page_size: int | None = None,
+                  limit: int | None = None) -> Listing:
+        """The tags of ``repository`` (every page) and the entries skipped as not tags."""
+        listing = Listing()
+        listing.names = list(iter_names(
+            self.transport, f"/v2/{repository}/tags/list", "tags",
+            [repository_scope(repository)], page_size, limit,
+            f"list the tags of {repository}", listing.skipped))
+        return listing
 
     # ------------------------------------------------------------- manifests
 
