@@ -54,6 +54,7 @@ import registry_nb.remote.transport as transport_module
 from registry_nb import ContainerRegistry, RegistryCredentials
 from registry_nb.errors import (
     AuthenticationError,
+    BlobUploadError,
     ImageNotFoundError,
     ManifestNotFoundError,
     NotFoundError,
@@ -73,24 +74,7 @@ CHUNK = 8 * MIB
 START_TIMEOUT = 20.0
 
 #: (operation, mode) -> the bug today's code has there. Each is xfail(strict=True).
-_MONOLITHIC = "a refused monolithic PUT (Artifactory wants PATCH) is not retried in chunks"
-_GHCR_416 = ("a PATCH over GHCR's 4 MiB cap gets 416; the upload is treated as lost and "
-             "restarted with the same size until RegistryUnavailableError")
-_ECR_RANGE = ("ECR answers PATCH 201 with a Range that does not advance; the client re-sends "
-              "without progress (stopped only by the proxy's tripwire)")
 KNOWN: dict[tuple[str, str], str] = {
-    ("copy_in", "ghcr"): _GHCR_416,
-    ("copy_in", "artifactory"): _MONOLITHIC,
-    ("load", "dockerhub"): "Docker Hub's 400 to a large monolithic PUT is not retried in chunks",
-    ("load", "ghcr"): _GHCR_416,
-    ("load", "ecr"): _ECR_RANGE,
-    ("load", "artifactory"): _MONOLITHIC,
-    ("upload_blob", "ghcr"): _GHCR_416,
-    ("upload_blob", "ecr"): _ECR_RANGE,
-    ("from_directory", "artifactory"): _MONOLITHIC,
-    ("mount", "harbor"): "a mount refused with 401 (Harbor, unknown source) aborts upload_blob "
-                         "instead of uploading",
-    ("mount", "artifactory"): _MONOLITHIC,
     ("delete", "quay"): "delete_manifest asks for the delete scope, which Quay's token service "
                         "never grants (it wants push; c/image)",
 }
@@ -528,6 +512,33 @@ def test_upload_blob(rig: Rig, mode: str) -> None:
         assert reg.client.upload_blob(repository, source, rig.seeds.big_blob_digest)
     assert rig.registry.has_blob(repository, rig.seeds.big_blob_digest)
     _bounded_upload(rig, repository, BIG, "upload_12MiB")
+    patches = rig.proxy.requests("PATCH", f"/v2/{repository}/blobs/uploads/")
+    taken = [p.sent for p in patches if p.status < 400]
+    if mode == "ghcr":  # one 8 MiB PATCH refused, then chunks under the cap it named
+        assert [p.status for p in patches][0] == 416 and max(taken) <= 4 * MIB
+    if mode == "zot":  # OCI-Chunk-Min-Length: 10 MiB
+        assert all(size >= 10 * MIB for size in taken[:-1])
+    if mode == "gar":  # 204 answers, each Location used once
+        assert {p.status for p in patches} == {204}
+    if mode == "ecr":  # 201 answers; after the stuck Range, the whole blob in one PATCH
+        assert {p.status for p in patches} == {201} and taken[-1] == BIG
+
+
+@pytest.mark.parametrize("mode", modes("upload_stuck", ["distribution", "ecr"]))
+def test_an_upload_that_never_advances_stops_at_the_bound(rig: Rig, mode: str) -> None:
+    """A registry that takes every PATCH but never holds more than a byte: the upload
+    stops with a typed error before sending twice the blob plus a chunk."""
+    def stuck() -> Reply:
+        return Reply.of(202, Location="/v2/test/stuck/blobs/uploads/stuck", Range="0-0")
+
+    rig.proxy.inject(r"/blobs/uploads/.+", stuck, times=1000)
+    repository = rig.fresh("stuck")
+    with rig.facade() as reg, open(rig.seeds.big_blob, "rb") as source, \
+            pytest.raises(BlobUploadError) as info:
+        reg.client.upload_blob(repository, source, rig.seeds.big_blob_digest)
+    assert rig.seeds.big_blob_digest in str(info.value) and info.value.hint
+    _record(rig, "stuck_upload_error", str(info.value))
+    assert rig.proxy.sent_bytes("PATCH|PUT", "/blobs/uploads/") <= 2 * BIG + CHUNK
 
 
 @pytest.mark.parametrize("mode", modes("from_directory"))

@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -621,10 +621,13 @@ class RegistryClient:
     def upload_blob(self, repository: str, data: bytes | IO[bytes] | Iterable[bytes],
                     digest: str, size: int | None = None, *,
                     mount_from: str | None = None, skip_existing: bool = True,
-                    progress: BlobProgress | None = None) -> bool:
+                    progress: BlobProgress | None = None,
+                    reopen: Callable[[], Iterable[bytes]] | None = None) -> bool:
         """Upload a blob unless the repository has it; return True when bytes moved.
 
-        See :meth:`registry_nb.remote.uploads.BlobUploader.upload`.
+        See :meth:`registry_nb.remote.uploads.BlobUploader.upload` (``reopen``: a fresh
+        stream of the same bytes, for a stream the registry refused as sent).
         """
         return self.uploads.upload(repository, data, digest, size, mount_from=mount_from,
-                                   skip_existing=skip_existing, progress=progress)
+                                   skip_existing=skip_existing, progress=progress,
+                                   reopen=reopen)
