@@ -21,6 +21,7 @@ __all__ = [
     "DigestMismatchError",
     "RegistryUnavailableError",
     "RegistryHTTPError",
+    "BlobUploadError",
     "UnsupportedMediaTypeError",
     "InvalidManifestError",
     "InvalidPlatformError",
@@ -121,6 +122,11 @@ class RegistryHTTPError(RegistryError):
         self.status = status
         self.code = code
         super().__init__(message, hint=hint)
+
+
+class BlobUploadError(RegistryHTTPError):
+    """The registry did not take a blob: it refused every way of sending it, or its
+    upload stopped advancing, and the bytes sent reached the bound for the blob."""
 
 
 class UnsupportedMediaTypeError(RegistryError):

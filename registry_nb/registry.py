@@ -315,15 +315,21 @@ class ContainerRegistry:
 
         With ``repository``, that repository's tags; without, every repository of
         the catalog (all pages), in catalog order, tags sorted. At most ``limit``
-        rows (None: no limit). A registry without a catalog raises an error saying
-        to pass a repository.
+        rows (None: no limit). A catalog repository whose tags cannot be listed gives
+        one row with ``tag`` None and the reason in ``error``. A registry without a
+        catalog raises an error saying to pass a repository.
         """
         images = self.images
-        listing = images.listing(repository, limit, keep_errors=False)
-        return [{"name": images.display_name(e.repository), "tag": e.tag,
-                 "registry_url": self.registry_host,
-                 "image": self._get_full_image_name(images.display_name(e.repository), e.tag)}
-                for e in listing]
+        rows = []
+        for entry in images.listing(repository, limit):
+            name = images.display_name(entry.repository)
+            row: dict[str, Any] = {"name": name, "tag": entry.tag,
+                                   "registry_url": self.registry_host,
+                                   "image": self._get_full_image_name(name, entry.tag)}
+            if entry.error is not None:
+                row["error"] = entry.error
+            rows.append(row)
+        return rows
 
     def describe_image(self, image_name: str, image_tag: str | None = None, *,
                        platform: str | None = None) -> ContainerImage:
@@ -344,14 +350,16 @@ class ContainerRegistry:
         """Registry tags as a DataFrame with manifest and config details (README columns).
 
         Details are fetched concurrently over one session; a tag (or catalog
-        repository) whose details fail keeps its row with the reason in ``error``.
+        repository) whose details fail keeps its row with the reason in ``error``, and
+        an entry the registry listed that is not a tag (``null``, a digest) gets a row
+        without a tag that says so in ``error``.
         For an index the row describes ``platform`` (default: the host's, then
         linux/amd64) and ``platforms`` lists them all. ``uncompressed=True`` adds
         ``uncompressed_size_bytes`` from each gzip layer's trailer.
         """
         if platform is not None:
             Platform.parse(platform)  # a typo fails once, not on every index row
-        listing = self.images.listing(repository, limit)
+        listing = self.images.listing(repository, limit, junk=True)
         return listings.registry_images_frame(self.images, listing, platform=platform,
                                               uncompressed=uncompressed)
 

@@ -461,9 +461,14 @@ class RegistryRepository(ImageStore, ImageSink):
             self.client.upload_blob(self.repository, data, descriptor.digest,
                                     skip_existing=False, progress=progress)
             return len(data)
-        chunks = source.iter_blob(descriptor)
-        self.client.upload_blob(self.repository, _guarded(chunks, stop), descriptor.digest,
-                                descriptor.size, skip_existing=False, progress=report)
+        def stream() -> Iterator[bytes]:
+            return _guarded(source.iter_blob(descriptor), stop)
+
+        # reopen: a registry that refuses the stream as sent (GHCR caps PATCH bodies)
+        # gets it again in chunks it takes
+        self.client.upload_blob(self.repository, stream(), descriptor.digest,
+                                descriptor.size, skip_existing=False, progress=report,
+                                reopen=stream)
         return descriptor.size
 
     def put_manifest(self, manifest: Manifest | Index, tag: str | None, *, top: bool) -> None:

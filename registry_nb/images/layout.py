@@ -50,6 +50,7 @@ from ..oci import (
     parse_manifest,
 )
 from ..oci.reference import parse_digest
+from ..remote.chunks import FileSlice
 from .image import BlobProgress, ImageSink, ImageStore, verified_chunks
 
 __all__ = ["OCILayout", "DockerArchive", "open_local", "REF_NAME", "CONTAINERD_NAME",
@@ -410,42 +411,14 @@ def _unlink(path: Path) -> None:
 # ------------------------------------------------------------------ docker save
 
 
-class _Slice(io.RawIOBase):
-    """A read-only, seekable window ``[offset, offset+size)`` of a file."""
+class _Slice(FileSlice):
+    """A read-only, seekable window ``[offset, offset+size)`` of a file it opens."""
 
     def __init__(self, path: Path, offset: int, size: int) -> None:
-        super().__init__()
-        self._file = open(path, "rb")
-        self._offset = offset
-        self._size = size
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + pos)
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        left = self._size - self._pos
-        if left <= 0:
-            return 0
-        view = memoryview(buffer).cast("B")[: min(len(buffer), left)]
-        self._file.seek(self._offset + self._pos)
-        got = self._file.readinto(view) or 0
-        self._pos += got
-        return got
+        super().__init__(open(path, "rb"), offset, size)  # noqa: SIM115 - closed with it
 
     def close(self) -> None:
-        self._file.close()
+        self.source.close()
         super().close()
 
 

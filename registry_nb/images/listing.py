@@ -212,22 +212,35 @@ class RegistryImages:
             return [self.api_repository(repository)]
         return [self.api_repository(name) for name in repository]
 
-    def _tags_or_error(self, repository: str) -> list[str] | RegistryError:
+    def _entries(self, repository: str, junk: bool) -> list[TagEntry]:
+        """A repository's tags, sorted; ``junk``: plus one entry per listed non-tag."""
+        listed = self.client.list_tags(repository)
+        out = [TagEntry(repository, tag) for tag in sorted(listed.names)]
+        if junk:
+            out.extend(TagEntry(repository, None, f"the registry listed {entry} among the tags "
+                                f"of {repository}; it is not a tag, so it was skipped")
+                       for entry in listed.skipped)
+        return out
+
+    def _entries_or_error(self, repository: str, junk: bool) -> list[TagEntry] | RegistryError:
         try:
-            return sorted(self.client.tags(repository))
+            return self._entries(repository, junk)
         except NotFoundError:  # in the catalog but without tags (all deleted)
             return []
         except RegistryError as exc:
             return exc
 
     def listing(self, repository: str | Iterable[str] | None = None,
-                limit: int | None = 100, *, keep_errors: bool = True) -> TagListing:
+                limit: int | None = 100, *, keep_errors: bool = True,
+                junk: bool = False) -> TagListing:
         """Tags of one repository (sorted), several, or every catalog repository.
 
         At most ``limit`` entries (None: all). Catalog repositories are listed
         ``workers`` at a time. ``keep_errors`` turns a catalog repository whose tags
         cannot be listed into one entry with ``error`` instead of raising; a repository
-        named by the caller always raises.
+        named by the caller always raises. ``junk`` adds an entry (tag None, ``error``
+        saying so) for each thing the registry listed that is not a tag (``null``, a
+        digest: Nexus, Artifactory); they are skipped either way.
         """
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0 or None, not {limit}")
@@ -236,19 +249,20 @@ class RegistryImages:
             return listing
         if repository is not None:
             for name in self.repository_names(repository):
-                listing.entries.extend(TagEntry(name, t) for t in sorted(self.client.tags(name)))
+                listing.entries.extend(self._entries(name, junk))
             listing.entries = listing.entries[:limit]
             return listing
         names = self.catalog()
         while batch := list(itertools.islice(names, self.workers)):
-            for name, found in zip(batch, self.map(self._tags_or_error, batch), strict=True):
+            found_all = self.map(lambda name: self._entries_or_error(name, junk), batch)
+            for name, found in zip(batch, found_all, strict=True):
                 if isinstance(found, RegistryError):
                     if not keep_errors:
                         raise found
                     listing.entries.append(TagEntry(name, None, f"{type(found).__name__}: "
                                                                 f"{found}"))
                 else:
-                    listing.entries.extend(TagEntry(name, tag) for tag in found)
+                    listing.entries.extend(found)
                 if limit is not None and len(listing) >= limit:
                     listing.entries = listing.entries[:limit]
                     return listing

@@ -270,12 +270,26 @@ class RegistryAuth:
             log.debug("registry %s uses Basic auth; sending credentials of %s",
                       self.host, self._who())
             return True
+        if not challenges and sent.startswith("Bearer ") and self._forget(sent[7:]):
+            # An expired token can meet a bare 401 (Docker Hub, GAR): fetch a new one, once.
+            log.debug("registry %s refused a cached token without a challenge; fetching "
+                      "a new one", self.host)
+            return True
         schemes = ", ".join(sorted({c.scheme for c in challenges})) or "none"
         raise AuthenticationError(
             f"registry {self.host} answered 401 without a usable challenge "
             f"(schemes: {schemes}).",
             hint="registry-nb supports Basic and Bearer token auth.",
         )
+
+    def _forget(self, value: str) -> bool:
+        """Drop cached tokens with this value; True when one was dropped and the token
+        service is known (so a new token can be fetched)."""
+        with self._lock:
+            stale = [key for key, token in self._tokens.items() if token.value == value]
+            for key in stale:
+                del self._tokens[key]
+            return bool(stale) and self._mode == "bearer" and self._bearer is not None
 
     @staticmethod
     def _retry_scopes(response: requests.Response, scopes: Iterable[str] = ()) -> tuple[str, ...]:
@@ -406,6 +420,7 @@ class RegistryAuth:
             "stream": True,
         }
         try:
+            response = None
             if creds is not None and creds.identity_token:
                 form = {
                     "grant_type": "refresh_token", "refresh_token": creds.identity_token,
@@ -414,7 +429,13 @@ class RegistryAuth:
                 if service:
                     form["service"] = service
                 response = self._session.post(realm, data=form, **kwargs)
-            else:
+                if response.status_code in (404, 405):
+                    # GAR's token URL takes no POST (containerd/cri#650): GET it, as ggcr does
+                    log.debug("token service %s refused the OAuth POST (%s); using GET",
+                              realm_label, response.status_code)
+                    response.close()
+                    response = None
+            if response is None:
                 params: list[tuple[str, str]] = []
                 if service:
                     params.append(("service", service))

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -43,7 +42,8 @@ from ..oci.digest import DigestVerifier, digest_of, verify_bytes
 from ..oci.reference import parse_digest
 from .auth import CATALOG_SCOPE, repository_scope
 from .cache import CachedContent, ContentCache
-from .pagination import paged_names
+from .chunks import resume_offset
+from .listings import Listing, iter_names
 from .responses import DROPPED, raise_for_status, raw_chunks
 from .transport import Transport
 from .uploads import RESUME_ATTEMPTS, BlobProgress, BlobUploader
@@ -56,7 +56,6 @@ log = logging.getLogger(__name__)
 #: vanishes next to hashing (8 KiB chunks run at under half the speed).
 READ_CHUNK = 1024 * 1024
 
-_CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
 @dataclass(frozen=True)
@@ -138,17 +137,26 @@ class RegistryClient:
         """Yield repository names from ``/v2/_catalog``, following every page.
 
         ``page_size`` is sent as ``n`` (capped at 1000) on the first request; later
-        pages follow the registry's ``Link`` header as given.
+        pages follow the registry's ``Link`` header (see :mod:`.listings`).
         """
-        return paged_names(self.transport, "/v2/_catalog", "repositories", [CATALOG_SCOPE],
-                           page_size, limit, "list the registry's catalog")
+        return iter_names(self.transport, "/v2/_catalog", "repositories", [CATALOG_SCOPE],
+                          page_size, limit, "list the registry's catalog")
 
     def tags(self, repository: str, *, page_size: int | None = None,
              limit: int | None = None) -> list[str]:
-        """Return the tags of ``repository`` (every page)."""
-        return list(paged_names(self.transport, f"/v2/{repository}/tags/list", "tags",
-                                [repository_scope(repository)], page_size, limit,
-                                f"list the tags of {repository}"))
+        """Return the tags of ``repository`` (every page; entries that are not tags,
+        such as ``null`` or digests, are skipped: :meth:`list_tags` reports them)."""
+        return self.list_tags(repository, page_size=page_size, limit=limit).names
+
+    def list_tags(self, repository: str, *, page_size: int | None = None,
+                  limit: int | None = None) -> Listing:
+        """The tags of ``repository`` (every page) and the entries skipped as not tags."""
+        listing = Listing()
+        listing.names = list(iter_names(
+            self.transport, f"/v2/{repository}/tags/list", "tags",
+            [repository_scope(repository)], page_size, limit,
+            f"list the tags of {repository}", listing.skipped))
+        return listing
 
     # ------------------------------------------------------------- manifests
 
@@ -388,7 +396,7 @@ class RegistryClient:
             before = done
             try:
                 raise_for_status(response, what)
-                skip, announced = self._resume_offset(response, done, what)
+                skip, announced = resume_offset(response, done, what)
                 if total is None:
                     total = announced
                 length = response.headers.get("Content-Length", "")
@@ -424,26 +432,6 @@ class RegistryClient:
             finally:
                 response.close()
         verifier.finish()
-
-    @staticmethod
-    def _resume_offset(response: requests.Response, done: int, what: str
-                       ) -> tuple[int, int | None]:
-        """(bytes to drop from a resumed response's start, blob size from Content-Range)."""
-        if not done:
-            return 0, None
-        if response.status_code == 200:
-            log.info("%s: the registry ignored Range; skipping %d bytes", what, done)
-            return done, None
-        match = _CONTENT_RANGE_RE.match(response.headers.get("Content-Range", "").strip())
-        if response.status_code != 206 or match is None or int(match.group(1)) != done:
-            raise RegistryHTTPError(
-                f"{what}: the registry answered a resume from byte {done} with "
-                f"{response.status_code} {response.headers.get('Content-Range', '')}".rstrip(),
-                status=response.status_code,
-                hint="Try again on a steadier connection.",
-            )
-        complete = match.group(3)
-        return 0, int(complete) if complete.isdigit() else None
 
     def read_blob(self, repository: str, digest: str, *, max_bytes: int = 64 * 1024 * 1024,
                   size: int | None = None) -> bytes:
@@ -587,10 +575,13 @@ class RegistryClient:
     def upload_blob(self, repository: str, data: bytes | IO[bytes] | Iterable[bytes],
                     digest: str, size: int | None = None, *,
                     mount_from: str | None = None, skip_existing: bool = True,
-                    progress: BlobProgress | None = None) -> bool:
+                    progress: BlobProgress | None = None,
+                    reopen: Callable[[], Iterable[bytes]] | None = None) -> bool:
         """Upload a blob unless the repository has it; return True when bytes moved.
 
-        See :meth:`registry_nb.remote.uploads.BlobUploader.upload`.
+        See :meth:`registry_nb.remote.uploads.BlobUploader.upload` (``reopen``: a fresh
+        stream of the same bytes, for a stream the registry refused as sent).
         """
         return self.uploads.upload(repository, data, digest, size, mount_from=mount_from,
-                                   skip_existing=skip_existing, progress=progress)
+                                   skip_existing=skip_existing, progress=progress,
+                                   reopen=reopen)

@@ -67,7 +67,12 @@ def read_bounded(response: requests.Response, limit: int) -> bytes:
 
 
 def registry_errors(response: requests.Response) -> tuple[list[dict[str, Any]], bytes]:
-    """The ``errors`` list of a registry's JSON error body, and the body (bounded read)."""
+    """The errors of a registry's error body, whatever its shape, and the body.
+
+    The spec's ``{"errors": [{"code", "message"}]}``; a single ``{"error": "…"}``
+    (Zot) or an OAuth-style ``{"error", "error_description"}``; a plain-text body (its
+    first line). Entries without a code are ``{"message": …}`` only.
+    """
     if response.request is not None and response.request.method == "HEAD":
         return [], b""
     try:
@@ -77,32 +82,86 @@ def registry_errors(response: requests.Response) -> tuple[list[dict[str, Any]], 
     try:
         data = json.loads(raw)
     except ValueError:
+        return _text_errors(response, raw), raw
+    if not isinstance(data, dict):
         return [], raw
-    errors = data.get("errors") if isinstance(data, dict) else None
-    if not isinstance(errors, list):
-        return [], raw
-    return [e for e in errors if isinstance(e, dict)], raw
+    errors = data.get("errors")
+    if isinstance(errors, list):
+        return [e for e in errors if isinstance(e, dict)], raw
+    for key in ("error_description", "details", "message", "error"):
+        message = data.get(key)
+        if isinstance(message, str) and message.strip():
+            return [{"message": message.strip()[:_MAX_TEXT]}], raw
+    return [], raw
+
+
+#: Most characters of a plain-text error body shown in a message.
+_MAX_TEXT = 200
+
+
+def _text_errors(response: requests.Response, raw: bytes) -> list[dict[str, Any]]:
+    """A plain-text error body as one message (HTML pages and binary bodies: none)."""
+    content_type = response.headers.get("Content-Type", "text/plain").lower()
+    if not content_type.startswith("text/") or "html" in content_type:
+        return []
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return []
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    if not line or line.startswith("<") or not line.isprintable():
+        return []
+    return [{"message": line[:_MAX_TEXT]}]
+
+
+#: The 404 codes that say what is missing; any other code (Harbor's ``UNKNOWN``, …)
+#: or none leaves it to the URL.
+_NOT_FOUND_CODES = frozenset({"MANIFEST_UNKNOWN", "BLOB_UNKNOWN", "NAME_UNKNOWN"})
+
+
+def _missing_kind(code: str | None, path: str) -> str | None:
+    if code in _NOT_FOUND_CODES:
+        return code
+    if "/manifests/" in path:
+        return "MANIFEST_UNKNOWN"
+    if "/blobs/" in path and "/blobs/uploads" not in path:
+        return "BLOB_UNKNOWN"
+    if "/tags/list" in path:
+        return "NAME_UNKNOWN"
+    return None
+
+
+def _describe(entry: dict[str, Any]) -> str:
+    code, message = entry.get("code"), str(entry.get("message") or "").strip()
+    if code and message:
+        return f"{code}: {message}"
+    return str(code or message)
 
 
 def error_from_response(response: requests.Response, what: str) -> RegistryError:
     """The typed error for an error response; ``what`` says what was being done.
 
-    401/403 → AuthenticationError; 404 → Manifest/Blob/ImageNotFoundError from the
-    registry's error code (or the URL when the body has none); others →
-    RegistryHTTPError with the status, the first error code and the registry's message.
+    401/403 → AuthenticationError (an expired login says to log in again); 404 →
+    Manifest/Blob/ImageNotFoundError from the registry's error code, or from the URL
+    when the code says nothing precise; others → RegistryHTTPError with the status, the
+    first error code and the registry's message.
     """
     status = response.status_code
     errors, raw = registry_errors(response)
     code = str(errors[0].get("code")) if errors and errors[0].get("code") else None
-    messages = [
-        f"{e.get('code') or 'ERROR'}: {e.get('message') or ''}".rstrip(": ")
-        for e in errors[:3]
-    ]
+    messages = [text for text in (_describe(e) for e in errors[:3]) if text]
     detail = f" ({'; '.join(messages)})" if messages else ""
     url = response.url or (response.request.url if response.request is not None else "")
     host = urlsplit(url or "").netloc or "the registry"
     path = urlsplit(url or "").path
 
+    if status in (401, 403) and any("expired" in m.lower() for m in messages):
+        return AuthenticationError(
+            f"{host}: the login has expired, so it cannot {what}{detail}.",
+            hint=f"Log in again (`docker login {host}`, or new credentials for "
+            "RegistryCredentials; Amazon ECR passwords from `aws ecr get-login-password` "
+            "last 12 hours) and try again.",
+        )
     if status == 401:
         return AuthenticationError(
             f"{host}: authentication required to {what}{detail}.",
@@ -114,30 +173,22 @@ def error_from_response(response: requests.Response, what: str) -> RegistryError
             hint="The credentials lack this permission; ask the registry's admin for "
             "access or use other credentials.",
         )
-    if status == 404:
-        kind = code or ""
-        if not kind:
-            if "/manifests/" in path:
-                kind = "MANIFEST_UNKNOWN"
-            elif "/blobs/" in path and "/blobs/uploads" not in path:
-                kind = "BLOB_UNKNOWN"
-            elif "/tags/list" in path:
-                kind = "NAME_UNKNOWN"
-        if kind == "MANIFEST_UNKNOWN":
-            return ManifestNotFoundError(
-                f"cannot {what}: {host} has no such manifest{detail}.",
-                hint="Check the repository name and the tag or digest.",
-            )
-        if kind == "BLOB_UNKNOWN":
-            return BlobNotFoundError(
-                f"cannot {what}: {host} has no such blob{detail}.",
-                hint="The blob may have been garbage-collected or pushed to another repository.",
-            )
-        if kind == "NAME_UNKNOWN":
-            return ImageNotFoundError(
-                f"cannot {what}: {host} has no such repository{detail}.",
-                hint="Check the repository name (Docker Hub official images live under library/).",
-            )
+    kind = _missing_kind(code, path) if status == 404 else None
+    if kind == "MANIFEST_UNKNOWN":
+        return ManifestNotFoundError(
+            f"cannot {what}: {host} has no such manifest{detail}.",
+            hint="Check the repository name and the tag or digest.",
+        )
+    if kind == "BLOB_UNKNOWN":
+        return BlobNotFoundError(
+            f"cannot {what}: {host} has no such blob{detail}.",
+            hint="The blob may have been garbage-collected or pushed to another repository.",
+        )
+    if kind == "NAME_UNKNOWN":
+        return ImageNotFoundError(
+            f"cannot {what}: {host} has no such repository{detail}.",
+            hint="Check the repository name (Docker Hub official images live under library/).",
+        )
     hints = {
         405: "The registry does not allow this operation (deletes are often disabled).",
         429: "The registry is rate limiting; wait a while and try again.",
@@ -164,6 +215,6 @@ def raise_for_status(response: requests.Response, what: str) -> None:
 
 
 def error_codes(response: requests.Response) -> list[str]:
-    """The ``code`` of each entry in a registry's JSON error body (the body is consumed)."""
+    """The ``code`` of each entry in a registry's error body (the body is consumed)."""
     errors, _ = registry_errors(response)
-    return [str(e.get("code")) for e in errors]
+    return [str(e["code"]) for e in errors if e.get("code")]

@@ -4,6 +4,23 @@ Uploads survive dropped connections: a chunked upload asks the registry how much
 it holds (its ``Range``) and goes on from there; when the registry has lost or
 cancelled the upload session (distribution does when a PATCH was cut halfway),
 the upload starts again from the first byte.
+
+They adapt to what the registry takes, and remember it for the next blob
+(:class:`UploadHabits`, one per registry client):
+
+- a refused one-PUT upload (Artifactory wants PATCH; Docker Hub refuses large ones)
+  is sent in chunks, and later blobs go in chunks;
+- a PATCH refused with 416 (GHCR caps bodies at 4 MiB, and says so) is sent again in
+  smaller chunks (the named cap, else half) from the registry's own offset;
+- ``OCI-Chunk-Min-Length`` raises the chunk size;
+- a PATCH whose ``Range`` does not advance (ECR keeps only the first chunk) makes the
+  whole blob go in one PATCH, on a new session;
+- PATCH may answer 202, 201 or 204, and each answer's ``Location`` is the next one
+  (GAR's are single-use).
+
+Nothing is re-sent without bound: a blob may cost at most twice its size plus one
+chunk (:class:`~registry_nb.remote.chunks.UploadBudget`), then
+:class:`~registry_nb.errors.BlobUploadError`.
 """
 
 from __future__ import annotations
@@ -12,6 +29,7 @@ import io
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import urlencode
 
@@ -19,16 +37,29 @@ import requests
 
 from ..errors import (
     AuthenticationError,
+    BlobUploadError,
     DigestMismatchError,
+    NotFoundError,
     RegistryHTTPError,
     RegistryUnavailableError,
 )
 from ..oci.reference import parse_digest
 from .auth import repository_scope
-from .responses import error_codes, raise_for_status
+from .chunks import (
+    MIN_CHUNK,
+    BlobReader,
+    FileReader,
+    FileSlice,
+    StreamReader,
+    StreamRewound,
+    UploadBudget,
+    range_end,
+    size_cap,
+)
+from .responses import raise_for_status, registry_errors
 from .transport import Transport
 
-__all__ = ["BlobUploader", "BlobProgress", "MONOLITHIC_LIMIT", "UPLOAD_CHUNK"]
+__all__ = ["BlobUploader", "BlobProgress", "UploadHabits", "MONOLITHIC_LIMIT", "UPLOAD_CHUNK"]
 
 log = logging.getLogger(__name__)
 
@@ -47,31 +78,42 @@ BlobProgress = Callable[[int, "int | None"], None]
 _UPLOAD_GONE_CODES = frozenset({"BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"})
 #: Statuses after which a chunk is re-sent from the registry's Range (after a pause).
 _PATCH_RETRY_STATUSES = frozenset({429, 502, 503, 504})
+#: Statuses by which a registry refuses how a body was sent (its size, PUT vs PATCH).
+_WAY_REFUSED = frozenset({400, 405, 411, 413, 415, 416, 501})
 
 
 class _UploadLost(Exception):
     """The registry no longer has the upload session (or never got its bytes)."""
 
 
+class _Refused(Exception):
+    """The registry refused how the bytes were sent; the habits now say another way."""
+
+
+@dataclass
+class UploadHabits:
+    """What one registry takes, learned from its answers (shared by its uploads)."""
+
+    #: A body in the closing PUT is taken (False once a one-PUT upload was refused).
+    monolithic: bool = True
+    #: The largest PATCH body taken (the cap a 416 named), or None.
+    max_chunk: int | None = None
+    #: Chunks after the first are not taken: each blob goes in one PATCH.
+    whole_blob: bool = False
+
+
 def _push_scope(repository: str) -> list[str]:
     return [repository_scope(repository, "pull", "push")]
 
 
-def _range_end(value: str) -> int | None:
-    """Bytes held according to an upload ``Range`` (``0-N`` or ``bytes=0-N``).
-
-    distribution answers ``0-0`` both for an empty upload and for one byte; it is
-    read as empty (a resume then either succeeds or meets 416 and restarts).
-    """
-    value = value.strip()
-    if value.startswith("bytes="):
-        value = value[len("bytes="):]
-    start, sep, end = value.partition("-")
-    if not sep or not start.strip().isdigit() or not end.strip().isdigit():
-        return None
-    last = int(end)
-    return 0 if last == 0 else last + 1
-
+def _refusal(response: requests.Response) -> tuple[list[str], list[str], str]:
+    """(codes, messages, "416 CODE message") of an error response (the body is read)."""
+    errors, _ = registry_errors(response)
+    codes = [str(e["code"]) for e in errors if e.get("code")]
+    messages = [str(e.get("message") or "") for e in errors]
+    shown = "; ".join(f"{e.get('code') or ''} {e.get('message') or ''}".strip()
+                      for e in errors[:2])
+    return codes, messages, f"{response.status_code} {shown}".strip()
 
 
 class BlobUploader:
@@ -85,9 +127,14 @@ class BlobUploader:
                  blob_exists: Callable[[str, str], bool]) -> None:
         self.transport = transport
         self.blob_exists = blob_exists
+        #: What this registry takes (learned; see the module's docstring).
+        self.habits = UploadHabits()
+
+    # ------------------------------------------------------------ sessions
 
     def mount(self, repository: str, digest: str, from_repository: str
-               ) -> tuple[str | None, int]:
+              ) -> tuple[str | None, int]:
+        """Ask for a mount: (None, 0) when mounted, else (upload location, min chunk)."""
         parse_digest(digest)
         query = urlencode({"mount": digest, "from": from_repository})
         response = self.transport.request(
@@ -140,18 +187,22 @@ class BlobUploader:
         sep = "&" if "?" in location else "?"
         return location + sep + urlencode(params)
 
+    # ------------------------------------------------------------ one blob
+
     def upload(self, repository: str, data: bytes | IO[bytes] | Iterable[bytes],
-                    digest: str, size: int | None = None, *,
-                    mount_from: str | None = None, skip_existing: bool = True,
-                    progress: BlobProgress | None = None) -> bool:
+               digest: str, size: int | None = None, *,
+               mount_from: str | None = None, skip_existing: bool = True,
+               progress: BlobProgress | None = None,
+               reopen: Callable[[], Iterable[bytes]] | None = None) -> bool:
         """Upload a blob unless the repository has it; return True when bytes moved.
 
         ``data`` is bytes, a binary file (seekable: resumable, and sent in one PUT
-        when small), or an iterable of chunks (streamed in one request, not
-        resumable). With ``mount_from`` the registry is first asked to mount the
-        blob from that repository; on refusal the upload proceeds normally. The
-        registry verifies ``digest`` when the upload closes: a mismatch raises
-        :class:`DigestMismatchError` and the registry keeps nothing.
+        when small), or an iterable of chunks (streamed in one request; ``reopen``,
+        when given, makes a fresh iterable of the same bytes, so a stream the registry
+        refused as sent can go again another way). With ``mount_from`` the registry is
+        first asked to mount the blob from that repository; on refusal the upload
+        proceeds normally. The registry verifies ``digest`` when the upload closes: a
+        mismatch raises :class:`DigestMismatchError` and the registry keeps nothing.
         """
         parse_digest(digest)
         if isinstance(data, str):
@@ -164,43 +215,74 @@ class BlobUploader:
         location: str | None = None
         min_chunk = 0
         if mount_from and mount_from != repository:
-            location, min_chunk = self.mount(repository, digest, mount_from)
-            if location is None:
+            mounted, location, min_chunk = self._try_mount(repository, digest, mount_from)
+            if mounted:
                 log.debug("mounted %s into %s from %s", digest, repository, mount_from)
                 if progress is not None and size is not None:
                     progress(size, size)
                 return False
+        budget = UploadBudget(repository, digest, size, max(UPLOAD_CHUNK, min_chunk))
         restarts = 0
         while True:
             if location is None:
                 location, min_chunk = self._start_upload(repository)
             try:
                 if stream is not None:
-                    self._upload_stream(repository, location, stream, digest, size, progress)
-                elif size is not None and size <= MONOLITHIC_LIMIT:
+                    self._send_stream(repository, location, stream, digest, size, min_chunk,
+                                      progress, budget)
+                elif size is not None and size <= MONOLITHIC_LIMIT and self.habits.monolithic:
                     assert source is not None
-                    source.seek(start)
-                    body = source.read(size)
-                    self._finish_upload(repository, location, digest, body)
-                    if progress is not None:
-                        progress(len(body), size)
+                    self._send_whole(repository, location, source, start, size, digest,
+                                     progress, budget)
                 else:
-                    assert source is not None
-                    self._upload_chunks(repository, location, source, start, digest, size,
-                                        min_chunk, progress)
+                    assert source is not None and size is not None
+                    self._send_chunks(repository, location, FileReader(source, start, size),
+                                      digest, size, min_chunk, progress, budget)
                 return True
+            except _Refused as exc:
+                log.info("upload of %s to %s: %s; sending it another way", digest,
+                         repository, exc)
+                location = None
+                if stream is not None:
+                    stream = self._reopened(reopen, repository, digest, str(exc))
             except _UploadLost as exc:
                 if self.blob_exists(repository, digest):
                     log.info("upload of %s: the session was lost but the blob arrived", digest)
                     return True
                 restarts += 1
-                if stream is not None or restarts > RESUME_ATTEMPTS:
+                if restarts > RESUME_ATTEMPTS or (stream is not None and reopen is None):
                     raise RegistryUnavailableError(
                         f"upload of {digest} to {repository} failed: {exc}",
                         hint="Check the registry and the network, then try again.",
                     ) from exc
                 log.info("upload of %s to %s lost (%s); starting again", digest, repository, exc)
                 location = None
+                if stream is not None:
+                    stream = self._reopened(reopen, repository, digest, str(exc))
+
+    def _try_mount(self, repository: str, digest: str, from_repository: str
+                   ) -> tuple[bool, str | None, int]:
+        """(mounted, the upload location opened instead, min chunk). A refused mount
+        (Harbor answers 401 for a source it does not know) opens nothing: the blob is
+        then uploaded on a new session."""
+        try:
+            location, min_chunk = self.mount(repository, digest, from_repository)
+        except (AuthenticationError, NotFoundError, RegistryHTTPError) as exc:
+            log.info("mount of %s from %s refused (%s); uploading", digest, from_repository,
+                     exc.message)
+            return False, None, 0
+        return location is None, location, min_chunk
+
+    @staticmethod
+    def _reopened(reopen: Callable[[], Iterable[bytes]] | None, repository: str,
+                  digest: str, why: str) -> Iterable[bytes]:
+        if reopen is None:
+            raise BlobUploadError(
+                f"upload of {digest} to {repository}: the registry refused the streamed "
+                f"upload ({why}) and the stream cannot be read again",
+                hint="Upload from a file (or copy again: the registry's rules are now known).",
+            )
+        return reopen()
 
     @staticmethod
     def _upload_source(data: Any, size: int | None
@@ -224,87 +306,110 @@ class BlobUploader:
             return None, 0, size, iter(lambda: reader.read(UPLOAD_CHUNK), b"")
         return None, 0, size, data
 
-    def _finish_upload(self, repository: str, location: str, digest: str,
-                       body: bytes | None = None) -> None:
-        try:
-            response = self.transport.request(
-                "PUT", self._with_query(location, digest=digest),
-                scopes=_push_scope(repository),
-                headers={"Content-Type": "application/octet-stream"}, data=body or b"",
-            )
-        except RegistryUnavailableError as exc:
-            raise _UploadLost(f"the closing PUT failed ({exc.message})") from exc
+    # ------------------------------------------------------------ ways of sending
+
+    def _send_whole(self, repository: str, location: str, source: IO[bytes], start: int,
+                    size: int, digest: str, progress: BlobProgress | None,
+                    budget: UploadBudget) -> None:
+        """The blob in the closing PUT (one request)."""
+        source.seek(start)
+        body = source.read(size)
+        budget.spend(len(body), "a one-PUT upload")
+        self._finish_upload(repository, location, digest, body)
+        if progress is not None:
+            progress(len(body), size)
+
+    def _send_stream(self, repository: str, location: str, chunks: Iterable[bytes],
+                     digest: str, size: int | None, min_chunk: int,
+                     progress: BlobProgress | None, budget: UploadBudget) -> None:
+        """A stream: in one PATCH, or in chunks when the registry caps PATCH bodies."""
+        if self.habits.max_chunk is not None:
+            self._send_chunks(repository, location, StreamReader(chunks), digest, size,
+                              min_chunk, progress, budget)
+            return
+        sent = 0
+
+        def counted() -> Iterator[bytes]:
+            nonlocal sent
+            for chunk in chunks:
+                if not chunk:
+                    continue
+                sent += len(chunk)
+                if progress is not None:
+                    progress(sent, size)
+                yield bytes(chunk)
+
+        budget.spend(size or 0, "a streamed upload")
+        response = self.transport.request(
+            "PATCH", location, scopes=_push_scope(repository),
+            headers={"Content-Type": "application/octet-stream"}, data=counted(),
+        )
+        if response.status_code in (413, 416):
+            _, messages, shown = _refusal(response)
+            self._learn_cap(size_cap(messages), sent, shown)
+            raise _Refused(f"the registry refused a {sent}-byte streamed PATCH ({shown})")
         self._raise_upload(response, repository, digest)
         response.close()
-        returned = response.headers.get("Docker-Content-Digest")
-        if returned and returned != digest and returned.split(":")[0] == digest.split(":")[0]:
-            raise DigestMismatchError(
-                f"the registry stored the upload to {repository} under another digest",
-                expected=digest, actual=returned,
+        self._finish_upload(repository, self._location(response, repository), digest)
+
+    def _learn_cap(self, cap: int | None, refused: int, shown: str) -> int:
+        """Remember a smaller PATCH size after a refusal of ``refused`` bytes."""
+        new = cap if cap is not None and cap < refused else refused // 2
+        if new < MIN_CHUNK:
+            raise BlobUploadError(
+                f"the registry refuses PATCH bodies of {refused} bytes and names no size it "
+                f"takes ({shown})", status=416,
+                hint="The registry does not take chunked uploads; report it with its name.",
             )
+        old = self.habits.max_chunk
+        self.habits.max_chunk = new if old is None else min(old, new)
+        log.info("the registry refused a %d-byte PATCH (%s); chunks are now %d bytes",
+                 refused, shown, self.habits.max_chunk)
+        return self.habits.max_chunk
 
-    def _raise_upload(self, response: requests.Response, repository: str, digest: str) -> None:
-        if response.status_code < 400:
-            return
-        codes = error_codes(response)
-        if response.status_code == 400 and ("DIGEST_INVALID" in codes or "SIZE_INVALID" in codes):
-            raise DigestMismatchError(
-                f"the registry refused the upload of {digest} to {repository}",
-                expected=digest, actual="content with another digest or size",
-            )
-        if _UPLOAD_GONE_CODES.intersection(codes) or response.status_code == 416:
-            raise _UploadLost(f"the registry answered {response.status_code} "
-                              f"{' '.join(codes)}".rstrip())
-        self._raise_push(response, f"upload the blob {digest} to {repository}", repository)
+    def _chunk_size(self, min_chunk: int, size: int | None, offset: int) -> int:
+        if self.habits.whole_blob and size is not None:
+            return size - offset
+        chunk = max(UPLOAD_CHUNK, min_chunk)
+        if self.habits.max_chunk is not None:
+            chunk = min(chunk, self.habits.max_chunk)
+        return chunk
 
-    def _upload_status(self, repository: str, location: str) -> tuple[str, int]:
-        """Ask the registry how much of an upload it holds: (new location, bytes held)."""
-        try:
-            response = self.transport.request("GET", location,
-                                              scopes=_push_scope(repository))
-        except RegistryUnavailableError as exc:
-            raise _UploadLost(f"the upload status could not be read ({exc.message})") from exc
-        if response.status_code == 404 or _UPLOAD_GONE_CODES.intersection(error_codes(response)):
-            raise _UploadLost(f"the registry no longer knows the upload "
-                              f"({response.status_code})")
-        raise_for_status(response, f"check the upload progress in {repository}")
-        response.close()
-        held = _range_end(response.headers.get("Range", ""))
-        return response.headers.get("Location") or location, held or 0
-
-    def _upload_chunks(self, repository: str, location: str, source: IO[bytes], start: int,
-                       digest: str, size: int | None, min_chunk: int,
-                       progress: BlobProgress | None) -> None:
-        chunk_size = max(UPLOAD_CHUNK, min_chunk)
+    def _send_chunks(self, repository: str, location: str, reader: BlobReader, digest: str,
+                     size: int | None, min_chunk: int, progress: BlobProgress | None,
+                     budget: UploadBudget) -> None:
+        """PATCH chunks from the registry's offset on, then the closing PUT."""
         scopes = _push_scope(repository)
         offset = 0
         failures = 0
         response: requests.Response | None = None
         while size is None or offset < size:
-            # Drop the last chunk before reading the next (the last response's request
-            # holds it too): one chunk in memory, not two.
-            chunk = b""
-            response = None
-            source.seek(start + offset)
-            want = chunk_size if size is None else min(chunk_size, size - offset)
-            chunk = source.read(want)
-            if not chunk:
+            response = None  # its request holds the last chunk: one chunk in memory, not two
+            try:
+                body: bytes | FileSlice = reader.piece(
+                    offset, self._chunk_size(min_chunk, size, offset))
+            except StreamRewound as exc:
+                raise _UploadLost(str(exc)) from exc
+            length = len(body)
+            if not length:
                 if size is not None:
                     raise RegistryHTTPError(
                         f"upload of {digest}: the source ended at byte {offset} of {size}",
                         hint="The file changed or shrank while it was uploaded.",
                     )
                 break
-            end = offset + len(chunk) - 1
+            end = offset + length - 1
+            budget.spend(length, f"the registry holds {offset} bytes")
             try:
                 response = self.transport.request(
                     "PATCH", location, scopes=scopes,
                     headers={"Content-Type": "application/octet-stream",
                              "Content-Range": f"{offset}-{end}"},
-                    data=chunk,
+                    data=body,
                 )
             except RegistryUnavailableError:
                 response = None
+            body = b""
             if response is None or response.status_code in _PATCH_RETRY_STATUSES:
                 failures += 1
                 if failures > RESUME_ATTEMPTS:
@@ -322,35 +427,93 @@ class BlobUploader:
                          digest, offset)
                 location, offset = self._upload_status(repository, location)
                 continue
+            if response.status_code == 416:
+                _, messages, shown = _refusal(response)
+                location, held = self._upload_status(repository, location)
+                if held == offset:  # in step: the chunk itself was refused (its size)
+                    self._learn_cap(size_cap(messages), length, shown)
+                offset = held
+                continue
             self._raise_upload(response, repository, digest)
             response.close()
             failures = 0
             location = self._location(response, repository)
-            held = _range_end(response.headers.get("Range", ""))
-            # "0-0" after bytes were accepted can only mean one byte.
-            offset = end + 1 if held is None else max(held, 1)
+            held = range_end(response.headers.get("Range", ""))
+            if held is None or held > end:
+                offset = end + 1
+            elif max(held, 1) > offset:  # it kept fewer bytes ("0-0": one): go on from there
+                offset = max(held, 1)
+            else:
+                self._no_progress(repository, digest, offset, length)
             if progress is not None:
                 progress(offset, size)
         self._finish_upload(repository, location, digest)
 
-    def _upload_stream(self, repository: str, location: str, chunks: Iterable[bytes],
-                       digest: str, size: int | None, progress: BlobProgress | None) -> None:
-        sent = 0
+    def _no_progress(self, repository: str, digest: str, offset: int, length: int) -> None:
+        """A PATCH was taken but the registry's Range did not advance (ECR)."""
+        if self.habits.whole_blob:
+            raise BlobUploadError(
+                f"upload of {digest} to {repository}: the registry took {length} bytes at "
+                f"byte {offset} but says it holds no more than before",
+                hint="The registry does not take this upload; report it with its name.",
+            )
+        self.habits.whole_blob = True
+        raise _Refused(f"its Range stayed at {offset} bytes after a {length}-byte PATCH")
 
-        def counted() -> Iterator[bytes]:
-            nonlocal sent
-            for chunk in chunks:
-                if not chunk:
-                    continue
-                sent += len(chunk)
-                if progress is not None:
-                    progress(sent, size)
-                yield bytes(chunk)
+    # ------------------------------------------------------------ answers
 
-        response = self.transport.request(
-            "PATCH", location, scopes=_push_scope(repository),
-            headers={"Content-Type": "application/octet-stream"}, data=counted(),
-        )
-        self._raise_upload(response, repository, digest)
+    def _finish_upload(self, repository: str, location: str, digest: str,
+                       body: bytes | None = None) -> None:
+        try:
+            response = self.transport.request(
+                "PUT", self._with_query(location, digest=digest),
+                scopes=_push_scope(repository),
+                headers={"Content-Type": "application/octet-stream"}, data=body or b"",
+            )
+        except RegistryUnavailableError as exc:
+            raise _UploadLost(f"the closing PUT failed ({exc.message})") from exc
+        self._raise_upload(response, repository, digest, whole=bool(body))
         response.close()
-        self._finish_upload(repository, self._location(response, repository), digest)
+        returned = response.headers.get("Docker-Content-Digest")
+        if returned and returned != digest and returned.split(":")[0] == digest.split(":")[0]:
+            raise DigestMismatchError(
+                f"the registry stored the upload to {repository} under another digest",
+                expected=digest, actual=returned,
+            )
+
+    def _raise_upload(self, response: requests.Response, repository: str, digest: str, *,
+                      whole: bool = False) -> None:
+        """Raise for an error answer to an upload request (``whole``: a one-PUT upload)."""
+        if response.status_code < 400:
+            return
+        codes, _, shown = _refusal(response)
+        if response.status_code == 400 and ("DIGEST_INVALID" in codes or "SIZE_INVALID" in codes):
+            raise DigestMismatchError(
+                f"the registry refused the upload of {digest} to {repository}",
+                expected=digest, actual="content with another digest or size",
+            )
+        if whole and response.status_code in _WAY_REFUSED and "BLOB_UPLOAD_UNKNOWN" not in codes:
+            self.habits.monolithic = False  # (another blob may have learned it meanwhile)
+            raise _Refused(f"the registry refused a one-PUT upload ({shown})")
+        if _UPLOAD_GONE_CODES.intersection(codes) or response.status_code == 416:
+            raise _UploadLost(f"the registry answered {shown}")
+        self._raise_push(response, f"upload the blob {digest} to {repository}", repository)
+
+    def _upload_status(self, repository: str, location: str) -> tuple[str, int]:
+        """Ask the registry how much of an upload it holds: (new location, bytes held)."""
+        try:
+            response = self.transport.request("GET", location,
+                                              scopes=_push_scope(repository))
+        except RegistryUnavailableError as exc:
+            raise _UploadLost(f"the upload status could not be read ({exc.message})") from exc
+        if response.status_code == 404:
+            raise _UploadLost(f"the registry no longer knows the upload "
+                              f"({response.status_code})")
+        if response.status_code >= 400:
+            codes, _, shown = _refusal(response)
+            if _UPLOAD_GONE_CODES.intersection(codes):
+                raise _UploadLost(f"the registry no longer knows the upload ({shown})")
+        raise_for_status(response, f"check the upload progress in {repository}")
+        response.close()
+        held = range_end(response.headers.get("Range", ""))
+        return response.headers.get("Location") or location, held or 0
