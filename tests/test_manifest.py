@@ -363,8 +363,14 @@ def test_platform_parse_and_str() -> None:
     assert str(p) == "linux/arm64/v8"
     assert str(Platform.parse("linux/amd64")) == "linux/amd64"
     assert str(Platform.parse("Linux/x86_64")) == "linux/amd64"
-    assert str(Platform.parse("linux/armhf")) == "linux/arm/v7"
-    for bad in ["", "linux", "linux/", "/amd64", "a/b/c/d", "linux/am d64", None]:
+    assert str(Platform.parse("linux/armhf")) == "linux/arm"  # containerd: v7 is implied
+    assert Platform.parse("linux/armhf").matches(Platform("linux", "arm", "v7"))
+    assert str(Platform.parse("linux/armel")) == "linux/arm/v6"
+    lone_os, lone_arch = Platform.parse("linux"), Platform.parse("x86_64")
+    assert (lone_os.os, lone_os.architecture) == ("linux", Platform.host().architecture)
+    assert (lone_arch.os, lone_arch.architecture) == (Platform.host().os, "amd64")
+    for bad in ["", "linux/", "/amd64", "a/b/c/d", "linux/am d64", "*", "linux/*", "nosuchos",
+                None]:
         with pytest.raises(RegistryError):
             Platform.parse(bad)  # type: ignore[arg-type]
 

@@ -245,11 +245,14 @@ class OCILayout(_LayoutReader, ImageSink):
                 f"{self.path} is not an OCI image layout (no oci-layout file)",
                 hint="Pass a folder written by save_image, skopeo (oci:DIR) or crane.",
             )
-        version = str((_load_json(raw, f"{self.path}/oci-layout") or {})
-                      .get("imageLayoutVersion", ""))
-        if not version.startswith("1."):
-            raise InvalidManifestError(f"{self.path}: unsupported imageLayoutVersion "
-                                       f"{version!r}")
+        header = _load_json(raw, f"{self.path}/oci-layout")
+        version = header.get("imageLayoutVersion") if isinstance(header, dict) else None
+        if not isinstance(version, str) or not version.startswith("1."):
+            raise InvalidManifestError(
+                f"{self.path}: oci-layout names the imageLayoutVersion {version!r}, not a "
+                "1.x version string",
+                hint="The folder is not an OCI image layout this toolkit reads; write it again "
+                "with save_image or skopeo copy.")
 
     def get_manifest(self, reference: str | None) -> Manifest | Index:
         self.check_layout()
