@@ -28,12 +28,13 @@ from .engine import Engine
 from .engine import auth_config as engine_auth_config
 from .errors import NotFoundError, RegistryError
 from .frames import size_mb
+from .images.archive import open_local
 from .images.assemble import append_layers, write_layer
 from .images.copy import DEFAULT_WORKERS as COPY_WORKERS
 from .images.copy import CopyResult, plan_copy
 from .images.copy import copy_image as copy_between
 from .images.image import Image, RegistryRepository, open_image
-from .images.layout import OCILayout, open_local
+from .images.layout import OCILayout
 from .images.listing import DEFAULT_WORKERS, RegistryImages, full_name, reference_on
 from .listings import ContainerImage, describe, local_image_rows
 from .oci import ImageConfig, Platform

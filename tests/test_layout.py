@@ -35,9 +35,10 @@ from registry_nb.errors import (
     OperationCancelled,
     RegistryError,
 )
+from registry_nb.images.archive import DockerArchive, open_local
 from registry_nb.images.copy import copy_image
 from registry_nb.images.image import Image, RegistryRepository, open_image
-from registry_nb.images.layout import TEMP_PREFIX, DockerArchive, OCILayout, open_local
+from registry_nb.images.layout import TEMP_PREFIX, OCILayout
 from registry_nb.oci import DOCKER_MANIFEST, OCI_LAYER, OCI_MANIFEST
 from registry_nb.progress import ProgressEvent
 
