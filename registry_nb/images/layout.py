@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import secrets
 import threading
 from abc import abstractmethod
@@ -30,6 +31,8 @@ from ..errors import (
     DigestMismatchError,
     ImageNotFoundError,
     InvalidManifestError,
+    InvalidReferenceError,
+    LayoutNameConflictError,
     ManifestNotFoundError,
     RegistryError,
 )
@@ -45,7 +48,7 @@ from ..oci.reference import parse_digest
 from .image import BlobProgress, ImageSink, ImageStore, verified_chunks
 
 __all__ = ["OCILayout", "REF_NAME", "CONTAINERD_NAME", "LAYOUT_VERSION", "TEMP_PREFIX",
-           "LayoutReader", "blob_relpath", "load_layout_json"]
+           "LayoutReader", "blob_relpath", "load_layout_json", "validate_ref_name"]
 
 #: Annotation naming an image in index.json (skopeo's ``oci:DIR:TAG``).
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -74,6 +77,21 @@ def blob_relpath(digest: str) -> str:
     """``blobs/<algorithm>/<hex>`` of a digest."""
     algorithm, encoded = parse_digest(digest)
     return f"blobs/{algorithm}/{encoded}"
+
+
+# image-layout spec: ref ::= component ("/" component)*, component ::= alphanum (separator
+# alphanum)*, separator ::= [-._:@+] | "--"
+_REF_NAME_RE = re.compile(r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
+                          r"(?:/[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*)*")
+
+
+def validate_ref_name(name: str) -> str:
+    """Return ``name`` if the image-layout spec allows it as a ``ref.name``, else raise."""
+    if not isinstance(name, str) or not _REF_NAME_RE.fullmatch(name):
+        raise InvalidReferenceError(
+            str(name), "tag", "is not a name an OCI layout allows (letters and digits, "
+            "separated by one of - . _ : @ + or --, components joined by /)")
+    return name
 
 
 def _entry_tag(entry: Descriptor) -> str | None:
@@ -182,8 +200,12 @@ class OCILayout(LayoutReader, ImageSink):
 
     transfer_phase = "download"
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, image_name: str | None = None) -> None:
+        """``image_name`` (a full reference) is written as ``io.containerd.image.name`` on
+        the entry each write names, as containerd does; a write whose ``ref.name`` is
+        already another image's is then refused (:meth:`name_conflict`)."""
         self.path = Path(path)
+        self.image_name = image_name
         self._lock = threading.Lock()
 
     def describe(self) -> str:
@@ -331,21 +353,67 @@ class OCILayout(LayoutReader, ImageSink):
         if not top:
             return
         annotations = {REF_NAME: tag} if tag else {}
+        if tag and self.image_name:
+            annotations[CONTAINERD_NAME] = self.image_name
         entry = manifest.descriptor(annotations=annotations) if isinstance(manifest, Index) \
             else Descriptor(manifest.media_type, manifest.digest, manifest.size, annotations)
         self.add_entry(entry)
 
     def add_entry(self, entry: Descriptor) -> None:
-        """Add ``entry`` to ``index.json``, replacing the one with the same ref.name."""
+        """Add ``entry`` to ``index.json``, replacing the one with the same ref.name.
+
+        An entry that carries ``io.containerd.image.name`` replaces only an entry of
+        the same image name (a tag that moved); another image's raises
+        :class:`LayoutNameConflictError` and leaves ``index.json`` as it was.
+        """
         self._ensure()
         with self._locked():
             current = self.index()
             tag = _entry_tag(entry)
+            name = entry.annotations.get(CONTAINERD_NAME)
+            if tag and name:
+                self._refuse_conflict(self._conflict_in(current, tag, name, entry.digest),
+                                      tag, name)
             kept = [e for e in current.manifests
                     if not (tag and _entry_tag(e) == tag)
                     and not (not tag and not _entry_tag(e) and e.digest == entry.digest)]
             updated = Index.build([*kept, entry], annotations=current.annotations)
             self._write_atomic(self.path / "index.json", updated.raw)
+
+    def name_conflict(self, tag: str, image_name: str) -> Descriptor | None:
+        """The entry named ``tag`` that is not ``image_name``'s (None when there is none).
+
+        An entry without ``io.containerd.image.name`` (written by skopeo, an older
+        registry_nb) is another image's unless it has the same digest.
+        """
+        return self._conflict_in(self.index(), tag, image_name, None)
+
+    @staticmethod
+    def _conflict_in(index: Index, tag: str, image_name: str,
+                     digest: str | None) -> Descriptor | None:
+        for entry in index.manifests:
+            if _entry_tag(entry) != tag:
+                continue
+            other = entry.annotations.get(CONTAINERD_NAME)
+            if other != image_name and not (other is None and entry.digest == digest):
+                return entry
+        return None
+
+    def _refuse_conflict(self, entry: Descriptor | None, tag: str, image_name: str) -> None:
+        if entry is None:
+            return
+        existing = entry.annotations.get(CONTAINERD_NAME) or f"an image ({entry.digest})"
+        raise LayoutNameConflictError(
+            f"{self.path} already uses the name {tag!r} for {existing}; saving {image_name} "
+            "under it would replace that image, and tools read a layout by this name alone.",
+            name=tag, existing=existing, incoming=image_name,
+            hint="Pass ref_name= to name this image differently in the layout, save it into "
+            "another folder, or remove the other entry first (OCILayout.remove_tag).",
+        )
+
+    def refuse_name_conflict(self, tag: str, image_name: str) -> None:
+        """Raise :class:`LayoutNameConflictError` when ``tag`` names another image."""
+        self._refuse_conflict(self.name_conflict(tag, image_name), tag, image_name)
 
     def remove_tag(self, tag: str) -> bool:
         """Drop the ``index.json`` entry named ``tag`` (blobs stay); True when one existed."""
