@@ -26,7 +26,7 @@ from registry_nb.oci.config import ImageConfig
 from registry_nb.oci.manifest import Descriptor, Index, Manifest, parse_manifest
 from registry_nb.oci.platform import Platform
 from registry_nb.oci.reference import ImageReference, normalize_registry, validate_registry
-from registry_nb.remote.auth import parse_www_authenticate
+from registry_nb.remote.challenges import parse_www_authenticate
 from registry_nb.remote.credentials import credentials_from_docker_config
 from registry_nb.remote.transport import Transport
 

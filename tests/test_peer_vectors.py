@@ -32,7 +32,7 @@ from registry_nb.oci.config import ImageConfig
 from registry_nb.oci.manifest import Descriptor, Manifest, parse_manifest
 from registry_nb.oci.platform import Platform
 from registry_nb.oci.reference import ImageReference, validate_digest, validate_registry
-from registry_nb.remote.auth import parse_www_authenticate
+from registry_nb.remote.challenges import parse_www_authenticate
 from registry_nb.remote.credentials import credentials_from_docker_config
 
 README = Path(__file__).resolve().parents[1] / "README.md"
