@@ -26,6 +26,7 @@ __all__ = [
     "InvalidManifestError",
     "InvalidPlatformError",
     "InsecureRegistryError",
+    "LayoutNameConflictError",
     "EngineError",
     "BuildError",
     "OperationCancelled",
@@ -143,6 +144,21 @@ class InvalidPlatformError(RegistryError, ValueError):
 
 class InsecureRegistryError(RegistryError):
     """Plain HTTP or an unverified certificate was needed but not allowed."""
+
+
+class LayoutNameConflictError(RegistryError):
+    """An OCI layout already names another image the way a save would name this one.
+
+    ``name`` is the ``ref.name`` both want; ``existing`` and ``incoming`` say which
+    images (full references, or a digest when the layout does not say).
+    """
+
+    def __init__(self, message: str, *, name: str, existing: str, incoming: str,
+                 hint: str | None = None) -> None:
+        self.name = name
+        self.existing = existing
+        self.incoming = incoming
+        super().__init__(message, hint=hint)
 
 
 class EngineError(RegistryError):

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from .oci.config import Timestamp
+
 if TYPE_CHECKING:  # pandas is imported on first use: `import registry_nb` stays quick
     import pandas as pd
 
@@ -92,6 +94,8 @@ def to_utc(value: Any) -> pd.Timestamp | None:
     try:
         if isinstance(value, (int, float)):
             stamp = pd.Timestamp(datetime.fromtimestamp(value, tz=timezone.utc))
+        elif isinstance(value, Timestamp):  # an image config's time: keep its nanoseconds
+            stamp = pd.Timestamp(value) + pd.Timedelta(nanoseconds=value.nanosecond)
         else:
             stamp = pd.Timestamp(value)
         if stamp is pd.NaT:

@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 from . import listings
 from .engine import Engine, build_context
 from .engine import auth_config as engine_auth_config
-from .errors import InvalidReferenceError, RegistryError
+from .errors import EngineError, InvalidReferenceError, RegistryError
 from .frames import size_mb
+from .images.archive import open_local
 from .images.assemble import append_layers, write_layer
 from .images.copy import DEFAULT_WORKERS as COPY_WORKERS
-from .images.copy import CopyResult, plan_copy
+from .images.copy import CopyResult, plan_copy, save_to_layout
 from .images.copy import copy_image as copy_between
-from .images.image import Image, open_image
-from .images.layout import OCILayout, open_local
+from .images.image import Image, explain_unpack_failure, open_image
 from .images.listing import (
     DEFAULT_WORKERS,
     RegistryImages,
@@ -238,9 +238,13 @@ class ContainerRegistry:
         if not self.is_available():
             return self._simulated(full, "pull")
         started = time.monotonic()
-        attrs = self.engine.pull(self._engine_name(ref), ref.identifier,
-                                 auth_config=self._auth_config(), progress=progress,
-                                 cancel=cancel)
+        try:
+            attrs = self.engine.pull(self._engine_name(ref), ref.identifier,
+                                     auth_config=self._auth_config(), progress=progress,
+                                     cancel=cancel)
+        except EngineError as exc:  # a zstd layer dockerd 20.10 cannot unpack is named
+            raise explain_unpack_failure(self.images.repository(ref.repository),
+                                         ref.identifier, full, exc) from exc
         total = sum(int(e.get("Size") or 0) for e in self.engine.image_history(attrs["Id"]))
         return {"status": "success", "image": full, "image_id": attrs["Id"],
                 "size_mb": size_mb(total),
@@ -417,22 +421,31 @@ class ContainerRegistry:
         return _result(result, source=str(src), destination=str(shown))
 
     def save_image(self, image_name: str, image_tag: str | None, path: str | os.PathLike[str], *,
-                   platforms: str | list[str] | None = None,
+                   platforms: str | list[str] | None = None, ref_name: str | None = None,
+                   preserve_digests: bool = False,
                    progress: ProgressCallback | None = None,
                    cancel: threading.Event | None = None) -> dict[str, Any]:
         """Save ``image_name:image_tag`` from this registry into an OCI image layout folder.
 
         The folder is created if needed and may hold other images; the image is named
-        ``image_tag`` in ``index.json`` (``skopeo copy oci:PATH:TAG`` reads it). Digests
-        are kept (Docker schema 2 images stay schema 2). Returns the copy's dict plus
-        ``image``, ``path`` and ``tag``.
+        ``ref_name`` (default ``image_tag``) in ``index.json``, with its full name as
+        ``io.containerd.image.name``, so ``skopeo copy oci:PATH:TAG``, ``podman pull
+        oci:PATH:TAG`` and ``umoci`` read it. A name another image already has is
+        refused (:class:`~registry_nb.errors.LayoutNameConflictError`). Docker schema 2
+        manifests are written with OCI media types, as skopeo does (the blobs are the
+        same; the manifest digest changes). ``preserve_digests=True`` keeps Docker
+        schema 2 and its digests: the layout is then readable by tag only by tools that
+        accept Docker media types in an OCI layout (not skopeo 1.9, podman 4.3 or umoci
+        0.4). Returns the copy's dict plus ``image``, ``path``, ``tag``,
+        ``source_digest`` (the registry's) and ``note`` (a warning when Docker media
+        types were kept).
         """
         ref, full = self._named(image_name, image_tag, writes=True)
-        layout = OCILayout(path)
-        result = copy_between(self.images.repository(ref.repository), layout,
-                              reference=ref.identifier, tag=ref.tag, platforms=platforms,
-                              progress=progress, cancel=cancel)
-        return _result(result, image=full, path=str(layout.path), tag=ref.tag)
+        result, saved = save_to_layout(
+            self.images.repository(ref.repository), ref.identifier, path, image_name=str(ref),
+            ref_name=ref_name or ref.tag, preserve_digests=preserve_digests,
+            platforms=platforms, progress=progress, cancel=cancel)
+        return _result(result, image=full, **saved)
 
     def load_image(self, path: str | os.PathLike[str], image_name: str,
                    image_tag: str | None = None, *,

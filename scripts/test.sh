@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # shellcheck source=scripts/setup.sh
 . scripts/setup.sh
-setup_machine "docker.io docker-registry skopeo busybox-static apache2-utils chromium" "test,lab"
+setup_machine "docker.io docker-registry skopeo umoci podman busybox-static apache2-utils chromium" "test,lab"
 
 export REGISTRY_NB_STATE=${REGISTRY_NB_STATE:-/tmp/registry-nb-services}
 echo "== starting test services in $REGISTRY_NB_STATE"

@@ -229,6 +229,12 @@ def test_docker_events_become_progress_events() -> None:
         ),
         ("pull", "x509: certificate signed by unknown authority", InsecureRegistryError),
         ("push", "something odd happened", EngineError),
+        (  # dockerd 20.10 on a zstd layer
+            "pull",
+            "failed to register layer: Error processing tar file(exit status 1): "
+            "unexpected EOF",
+            EngineError,
+        ),
     ],
 )
 def test_engine_messages_map_to_typed_errors(operation: str, message: str, expected: type) -> None:
@@ -236,6 +242,8 @@ def test_engine_messages_map_to_typed_errors(operation: str, message: str, expec
     assert type(err) is expected
     assert message.split(":")[0] in str(err)
     assert err.hint or expected is EngineError
+    if "register layer" in message:
+        assert "zstd" in err.hint and "Docker 23" in err.hint
 
 
 # -- build ---------------------------------------------------------------------

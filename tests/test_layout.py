@@ -35,10 +35,11 @@ from registry_nb.errors import (
     OperationCancelled,
     RegistryError,
 )
+from registry_nb.images.archive import DockerArchive, open_local
 from registry_nb.images.copy import copy_image
 from registry_nb.images.image import Image, RegistryRepository, open_image
-from registry_nb.images.layout import TEMP_PREFIX, DockerArchive, OCILayout, open_local
-from registry_nb.oci import DOCKER_MANIFEST, OCI_LAYER, OCI_MANIFEST
+from registry_nb.images.layout import CONTAINERD_NAME, TEMP_PREFIX, OCILayout
+from registry_nb.oci import DOCKER_MANIFEST, OCI_CONFIG, OCI_LAYER, OCI_LAYER_GZIP, OCI_MANIFEST
 from registry_nb.progress import ProgressEvent
 
 KIB = 1024
@@ -80,7 +81,9 @@ def test_save_writes_a_spec_layout_and_load_round_trips(reg: ContainerRegistry, 
     entries = index_json(layout)["manifests"]
     assert entries == [{"mediaType": OCI_MANIFEST, "digest": digest,
                         "size": len(skopeo_raw_manifest(f"{reg.registry_host}/{repo}:v1")),
-                        "annotations": {REF_NAME: "v1"}}]
+                        "annotations": {REF_NAME: "v1", CONTAINERD_NAME:
+                                        f"{reg.registry_host}/{repo}:v1"}}]
+    assert saved["source_digest"] == digest and saved["note"] is None  # OCI: digest kept
     assert len(blob_files(layout)) == 4  # manifest, config, two layers
     for path in blob_files(layout):  # content addressed
         assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
@@ -124,10 +127,22 @@ def test_docker_schema2_digest_unchanged_through_save_and_load(
     top = open_image(RegistryRepository(reg.client, unique_repo), "v1")
     assert isinstance(top, Image) and top.media_type == DOCKER_MANIFEST
     layout = tmp_path / "layout"
-    reg.save_image(unique_repo, "v1", layout)
+    kept = reg.save_image(unique_repo, "v1", layout, preserve_digests=True)
     assert index_json(layout)["manifests"][0]["mediaType"] == DOCKER_MANIFEST
+    assert kept["digest"] == kept["source_digest"] == digest and "skopeo" in kept["note"]
     assert reg.load_image(layout, unique_repo + "-back", "v1")["digest"] == digest
     assert skopeo_digest(f"{name}-back:v1") == digest
+    # by default the layout gets OCI media types, as skopeo writes them: same blobs
+    converted = reg.save_image(unique_repo, "v1", tmp_path / "oci", ref_name="oci")
+    assert converted["digest"] != digest and converted["media_type"] == OCI_MANIFEST
+    entry = index_json(tmp_path / "oci")["manifests"][0]
+    manifest = json.loads((tmp_path / "oci" / "blobs" / "sha256" /
+                           entry["digest"].split(":")[1]).read_bytes())
+    docker = top.manifest
+    assert manifest["config"] == {**docker.config.to_dict(), "mediaType": OCI_CONFIG}
+    assert [layer["digest"] for layer in manifest["layers"]] == [d.digest for d in docker.layers]
+    assert {layer["mediaType"] for layer in manifest["layers"]} == {OCI_LAYER_GZIP}
+    assert converted["note"] is None and converted["source_digest"] == digest
 
 
 # ------------------------------------------------------------ skopeo both ways

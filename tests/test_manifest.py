@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,6 +20,7 @@ from registry_nb.errors import (
     RegistryError,
     UnsupportedMediaTypeError,
 )
+from registry_nb.frames import to_utc
 from registry_nb.oci import (
     DOCKER_CONFIG,
     DOCKER_LAYER,
@@ -45,6 +47,8 @@ from registry_nb.oci import (
     parse_manifest,
     parse_timestamp,
 )
+from registry_nb.oci.convert import to_oci
+from registry_nb.oci.mediatypes import DOCKER_FOREIGN_LAYER, OCI_LAYER_NONDISTRIBUTABLE_GZIP
 
 
 def h(char: str) -> str:
@@ -363,8 +367,14 @@ def test_platform_parse_and_str() -> None:
     assert str(p) == "linux/arm64/v8"
     assert str(Platform.parse("linux/amd64")) == "linux/amd64"
     assert str(Platform.parse("Linux/x86_64")) == "linux/amd64"
-    assert str(Platform.parse("linux/armhf")) == "linux/arm/v7"
-    for bad in ["", "linux", "linux/", "/amd64", "a/b/c/d", "linux/am d64", None]:
+    assert str(Platform.parse("linux/armhf")) == "linux/arm"  # containerd: v7 is implied
+    assert Platform.parse("linux/armhf").matches(Platform("linux", "arm", "v7"))
+    assert str(Platform.parse("linux/armel")) == "linux/arm/v6"
+    lone_os, lone_arch = Platform.parse("linux"), Platform.parse("x86_64")
+    assert (lone_os.os, lone_os.architecture) == ("linux", Platform.host().architecture)
+    assert (lone_arch.os, lone_arch.architecture) == (Platform.host().os, "amd64")
+    for bad in ["", "linux/", "/amd64", "a/b/c/d", "linux/am d64", "*", "linux/*", "nosuchos",
+                None]:
         with pytest.raises(RegistryError):
             Platform.parse(bad)  # type: ignore[arg-type]
 
@@ -675,6 +685,49 @@ def test_format_timestamp() -> None:
     assert format_timestamp(datetime(2024, 1, 1)) == "2024-01-01T00:00:00Z"
     assert parse_timestamp(format_timestamp(datetime(2024, 1, 1, 1, 2, 3, 450))) == datetime(
         2024, 1, 1, 1, 2, 3, 450, tzinfo=timezone.utc)
+
+
+def test_times_keep_their_nanoseconds() -> None:
+    raw = (b'{"created":"2024-01-02T05:04:05.123456789+02:00","architecture":"amd64",'
+           b'"os":"linux","rootfs":{"type":"layers","diff_ids":[]},'
+           b'"history":[{"created":"2024-01-02T03:04:05.000000001Z"}]}')
+    config = ImageConfig.from_bytes(raw)
+    assert config.created is not None and config.created.nanosecond == 789
+    assert format_timestamp(config.created) == "2024-01-02T03:04:05.123456789Z"
+    rebuilt = json.loads(ImageConfig.build(created=config.created, history=config.history).raw)
+    assert rebuilt["created"] == "2024-01-02T03:04:05.123456789Z"
+    assert rebuilt["history"] == [{"created": "2024-01-02T03:04:05.000000001Z"}]
+    assert to_utc(config.created).value % 1_000_000_000 == 123_456_789  # the frame's time
+    assert pickle.loads(pickle.dumps(config.created)).nanosecond == 789  # to Dask workers
+    assert format_timestamp(parse_timestamp("2024-01-02T03:04:05.1Z")) == \
+        "2024-01-02T03:04:05.1Z"  # Go's RFC3339Nano: trailing zeros dropped
+
+
+def test_docker_schema2_to_oci_keeps_blobs_and_entries() -> None:
+    foreign = Descriptor(DOCKER_FOREIGN_LAYER, h("f"), 30, urls=["https://example.com/f"])
+    child = Manifest.build(Descriptor(DOCKER_CONFIG, h("c"), 10),
+                           [Descriptor(DOCKER_LAYER, h("e"), 20), foreign], DOCKER_MANIFEST)
+    oci_child = Manifest.build(Descriptor(OCI_CONFIG, h("d"), 10), [], OCI_MANIFEST)
+    arm = Platform("linux", "arm64", "v8")
+    index = Index.build([child.descriptor(platform=arm, annotations={"a": "b"}),
+                         oci_child.descriptor(platform=Platform("linux", "amd64"))],
+                        DOCKER_MANIFEST_LIST, {"top": "kept"})
+    converted = to_oci(child)
+    assert isinstance(converted, Manifest) and converted.media_type == OCI_MANIFEST
+    assert converted.config == Descriptor(OCI_CONFIG, h("c"), 10)
+    assert [(d.media_type, d.digest) for d in converted.layers] == [
+        (OCI_LAYER_GZIP, h("e")), (OCI_LAYER_NONDISTRIBUTABLE_GZIP, h("f"))]
+    assert converted.layers[1].urls == foreign.urls and converted.digest != child.digest
+    assert to_oci(converted) is converted and to_oci(oci_child) is oci_child
+    new_index = to_oci(index, {child.digest: converted})
+    assert isinstance(new_index, Index) and new_index.media_type == OCI_INDEX
+    first, second = new_index.manifests
+    assert (first.media_type, first.digest, first.size) == (OCI_MANIFEST, converted.digest,
+                                                            converted.size)
+    assert (first.platform, first.annotations) == (arm, {"a": "b"})
+    assert second == index.manifests[1] and new_index.annotations == {"top": "kept"}
+    # an entry whose child was not converted keeps describing those bytes
+    assert to_oci(index, {}).manifests == index.manifests
 
 
 def test_descriptor_round_trip() -> None:

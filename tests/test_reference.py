@@ -67,7 +67,7 @@ def test_parse_valid(text: str, parts: tuple[str, str, str | None, str | None]) 
 # text -> part named in the error
 INVALID = [
     ("", "repository"),
-    ("Foo/bar", "repository"),
+    ("Foo/Bar", "repository"),  # the host Foo, the path Bar
     ("foo/Bar", "repository"),
     ("ghcr.io/Org/app", "repository"),
     ("a:b:c", "repository"),
@@ -80,7 +80,9 @@ INVALID = [
     ("foo___bar", "repository"),
     ("foo bar", "repository"),
     ("a" * 64, "repository"),  # an image ID, not a name
-    ("example.com/" + "a" * 250, "repository"),
+    ("example.com/" + "a" * 256, "repository"),  # the path alone is over 255
+    ("[2001:db8:3:4::192.0.2.33]:5000/debian", "registry"),  # no dotted IPv4 in brackets
+    ("[fe80::1%eth0]:5000/debian", "registry"),
     ("@" + D256, "repository"),
     (":tag", "repository"),
     ("foo:", "tag"),
@@ -117,7 +119,20 @@ def test_parse_invalid(text: str, part: str) -> None:
 
 def test_uppercase_path_error_says_lowercase() -> None:
     with pytest.raises(InvalidReferenceError, match="must be lowercase"):
-        ImageReference.parse("Foo/bar")
+        ImageReference.parse("foo/Bar")
+
+
+def test_uppercase_first_component_is_a_host() -> None:
+    # distribution's splitDockerDomain: an upper-case first component is a domain
+    ref = ImageReference.parse("Foo/bar:1")
+    assert (ref.registry, ref.repository, ref.tag) == ("Foo", "bar", "1")
+    assert ref.familiar == "Foo/bar:1" and ImageReference.parse(str(ref)) == ref
+    assert ImageReference.parse("LOCALDOMAIN/library/debian").registry == "LOCALDOMAIN"
+
+
+def test_path_limit_excludes_the_host() -> None:
+    ref = ImageReference.parse("example.com/" + "a" * 255 + ":tag")
+    assert len(ref.repository) == 255
 
 
 def test_non_string_is_rejected() -> None:

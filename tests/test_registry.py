@@ -718,7 +718,7 @@ def test_index_rows_describe_the_selected_platform(
     assert layers["digest"].tolist() == [layer["digest"] for layer in arm_manifest["layers"]]
 
     with pytest.raises(InvalidPlatformError):
-        reg.registry_images_frame(unique_repo, platform="arm64")
+        reg.registry_images_frame(unique_repo, platform="linux/arm64/v8/x")
     bad = reg.registry_images_frame(unique_repo, platform="linux/s390x").set_index("tag")
     assert "linux/arm64/v8" in bad.loc["multi", "error"]  # says what is available
     assert pd.isna(bad.loc["amd64", "error"])  # a plain manifest is just described

@@ -218,7 +218,7 @@ def _image_facts(images: RegistryImages, found: _Tag, name: str, now: datetime,
     created = to_utc(config.created)
     age = None
     if created is not None and created.value > 0:  # 1970 is a reproducible build's "unset"
-        age = round((now - created.to_pydatetime()).total_seconds() / 86400, 2)
+        age = round((now - created.to_pydatetime(warn=False)).total_seconds() / 86400, 2)
     me = f"{name}:{found.tag}"
     same = sorted(by_digest.get(top.digest, []))
     shared = {d: s for d, s in layers.items() if owners.get(d, set()) - {found.repo}}

@@ -165,6 +165,13 @@ def classify_engine_message(
             hint="Check the registry address and that it runs and is reachable "
             "from the Docker engine.",
         )
+    if "failed to register layer" in low:  # dockerd 20.10 on a zstd layer: "unexpected EOF"
+        return EngineError(
+            f"{what} failed: the engine could not unpack a layer: {text}",
+            hint="Docker engines before 23.0 read zstd-compressed layers as plain tar and fail "
+            "this way: pull with Docker 23 or later, or copy the image with gzip layers "
+            "(skopeo copy --dest-compress-format=gzip).",
+        )
     if "invalid reference format" in low:
         return InvalidReferenceError(subject, "reference", text.rstrip("."))
     if status_code == 404 or "not found" in low:

@@ -295,7 +295,9 @@ def append_layers(
     with no base it is OCI, for ``platform`` (default: linux on this machine's
     architecture).
     """
-    stamp = format_timestamp(datetime.fromtimestamp(reproducible_time(created), timezone.utc))
+    # a datetime keeps its sub-second part (nanoseconds too, from a Timestamp or pandas)
+    stamp = format_timestamp(created if isinstance(created, datetime) else
+                             datetime.fromtimestamp(reproducible_time(created), timezone.utc))
     if base is not None:
         doc: dict[str, Any] = json.loads(base.config.raw)
         media_type = DOCKER_MANIFEST if base.media_type == DOCKER_MANIFEST else OCI_MANIFEST

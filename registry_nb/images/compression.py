@@ -91,7 +91,8 @@ def open_layer_stream(raw: ChunkStream, media_type: str | None) -> tuple[IO[byte
         except ImportError:
             raise UnsupportedMediaTypeError(
                 "this layer is zstd-compressed and the zstandard module is not installed",
-                hint="pip install zstandard, then read the layer again.",
+                hint="pip install 'registry-nb[zstd]' (the zstandard module), then read the "
+                "layer again.",
             ) from None
         reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
         return reader, "zstd", notes

@@ -17,11 +17,12 @@ this copy wrote). Progress goes out as :class:`~registry_nb.progress.ProgressEve
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from ..errors import (
@@ -31,11 +32,13 @@ from ..errors import (
     RegistryUnavailableError,
 )
 from ..oci import Descriptor, ImageConfig, Index, Manifest, Platform
+from ..oci.convert import is_docker_media_type, to_oci
 from ..progress import ProgressCallback, ProgressEvent
 from .image import ImageSink, ImageStore, short_id
+from .layout import OCILayout, validate_ref_name
 
-__all__ = ["CopyResult", "CopyPlan", "plan_copy", "copy_image", "DEFAULT_WORKERS",
-           "BLOB_ATTEMPTS"]
+__all__ = ["CopyResult", "CopyPlan", "plan_copy", "plan_as_oci", "copy_image", "save_to_layout",
+           "DEFAULT_WORKERS", "BLOB_ATTEMPTS", "DOCKER_LAYOUT_NOTE"]
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +154,21 @@ def plan_copy(source: ImageStore, reference: str | None = None, *,
 
     visit(top, 0)
     return CopyPlan(top=top, children=children, blobs=list(blobs.values()), platforms=chosen)
+
+
+def plan_as_oci(plan: CopyPlan) -> CopyPlan:
+    """``plan`` with its manifests in OCI media types (Docker schema 2 converted).
+
+    Blobs are unchanged (same bytes, same digests); converted manifests are new
+    documents, so the top digest changes, as it does when skopeo writes OCI.
+    """
+    converted: dict[str, Manifest | Index] = {}
+    children = []
+    for child in plan.children:  # children come before the indexes that list them
+        new = to_oci(child, converted)
+        converted[child.digest] = new
+        children.append(new)
+    return replace(plan, top=to_oci(plan.top, converted), children=children)
 
 
 class _Emitter:
@@ -310,3 +328,36 @@ def _run(blobs: Sequence[Descriptor], move: Callable[[Descriptor], tuple[str, in
         raise
     finally:
         pool.shutdown(wait=True)  # running workers stop at their next chunk
+
+
+#: What ``save_to_layout`` says when Docker schema 2 media types were kept.
+DOCKER_LAYOUT_NOTE = ("Docker schema 2 media types kept (preserve_digests=True): skopeo 1.9, "
+                      "podman 4.3 and umoci 0.4 do not read this layout by tag.")
+
+
+def save_to_layout(source: ImageStore, reference: str, path: str | os.PathLike[str], *,
+                   image_name: str, ref_name: str, preserve_digests: bool = False,
+                   platforms: str | Platform | Iterable[str | Platform] | None = None,
+                   progress: ProgressCallback | None = None,
+                   cancel: threading.Event | None = None) -> tuple[CopyResult, dict[str, Any]]:
+    """Copy ``reference`` of ``source`` into the OCI layout ``path`` as ``ref_name``.
+
+    The entry also carries ``image_name`` (the full reference) as
+    ``io.containerd.image.name``; a ``ref_name`` the layout gives another image raises
+    :class:`~registry_nb.errors.LayoutNameConflictError` before anything is written.
+    Docker schema 2 is written with OCI media types (:func:`plan_as_oci`) unless
+    ``preserve_digests``. Returns the copy's result and ``path``, ``tag``,
+    ``source_digest`` (the source's top digest) and ``note`` (set when Docker media
+    types were kept).
+    """
+    name = validate_ref_name(ref_name)
+    layout = OCILayout(path, image_name=image_name)
+    layout.refuse_name_conflict(name, image_name)
+    plan = plan_copy(source, reference, platforms=platforms)
+    source_digest = plan.top.digest
+    if not preserve_digests:
+        plan = plan_as_oci(plan)
+    result = copy_image(source, layout, tag=name, plan=plan, progress=progress, cancel=cancel)
+    note = DOCKER_LAYOUT_NOTE if is_docker_media_type(result.media_type) else None
+    return result, {"path": str(layout.path), "tag": name, "source_digest": source_digest,
+                    "note": note}

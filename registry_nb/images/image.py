@@ -27,6 +27,7 @@ from ..errors import (
     InvalidManifestError,
     RegistryError,
     RegistryHTTPError,
+    UnsupportedMediaTypeError,
 )
 from ..oci import (
     DOCKER_LAYER,
@@ -42,6 +43,8 @@ from ..oci.digest import verified_chunks as oci_verified_chunks
 from ..remote.distribution import RegistryClient
 
 __all__ = [
+    "zstd_layers",
+    "explain_unpack_failure",
     "BlobProgress",
     "ImageStore",
     "ImageSink",
@@ -312,6 +315,32 @@ def _wrap(store: ImageStore, manifest: Manifest | Index) -> Image | ImageIndex:
 def open_image(store: ImageStore, reference: str | None = None) -> Image | ImageIndex:
     """Open the image or index ``reference`` (tag or digest) names in ``store``."""
     return _wrap(store, store.get_manifest(reference))
+
+
+def zstd_layers(store: ImageStore, reference: str | None) -> list[str]:
+    """Digests of the zstd-compressed layers of the image ``reference`` names
+    (for an index, the image of this machine's platform)."""
+    top = open_image(store, reference)
+    image = top if isinstance(top, Image) else top.image()
+    return [layer.digest for layer in image.manifest.layers
+            if layer.media_type.endswith("+zstd")]
+
+
+def explain_unpack_failure(store: ImageStore, reference: str | None, name: str,
+                           exc: RegistryError) -> RegistryError:
+    """An engine's failure to unpack a pulled layer, made definite when the image that
+    ``reference`` names in ``store`` has zstd layers; else ``exc`` itself."""
+    if "could not unpack a layer" not in exc.message:
+        return exc
+    try:
+        zstd = zstd_layers(store, reference)
+    except RegistryError:
+        return exc
+    if not zstd:
+        return exc
+    return UnsupportedMediaTypeError(
+        f"pull of {name} failed: {len(zstd)} of its layers are zstd-compressed "
+        f"({zstd[0]}...), which this Docker engine cannot unpack.", hint=exc.hint)
 
 
 @dataclass(frozen=True)

@@ -9,20 +9,17 @@ and verified, and ``index.json`` is rewritten (atomically, under a lock) only
 after every blob an image needs is present: a failed or cancelled transfer
 leaves no partial blob and no index entry.
 
-:class:`DockerArchive` reads what ``docker save`` writes (an uncompressed tar):
-the OCI layout inside it when there is one (Docker 25 and later), else the
-``manifest.json`` of older engines, from which an OCI manifest with
-uncompressed layers is made.
+``docker save`` tarballs are read by :mod:`~registry_nb.images.archive` (its names are
+also reachable from here).
 """
 
 from __future__ import annotations
 
 import fcntl
-import io
 import json
 import os
+import re
 import secrets
-import tarfile
 import threading
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -34,27 +31,24 @@ from ..errors import (
     DigestMismatchError,
     ImageNotFoundError,
     InvalidManifestError,
+    InvalidReferenceError,
+    LayoutNameConflictError,
     ManifestNotFoundError,
     RegistryError,
 )
 from ..oci import (
     MAX_MANIFEST_BYTES,
-    OCI_CONFIG,
     OCI_INDEX,
-    OCI_LAYER,
-    OCI_MANIFEST,
     Descriptor,
-    ImageConfig,
     Index,
     Manifest,
     parse_manifest,
 )
 from ..oci.reference import parse_digest
-from ..remote.chunks import FileSlice
 from .image import BlobProgress, ImageSink, ImageStore, verified_chunks
 
-__all__ = ["OCILayout", "DockerArchive", "open_local", "REF_NAME", "CONTAINERD_NAME",
-           "LAYOUT_VERSION", "TEMP_PREFIX"]
+__all__ = ["OCILayout", "REF_NAME", "CONTAINERD_NAME", "LAYOUT_VERSION", "TEMP_PREFIX",
+           "LayoutReader", "blob_relpath", "load_layout_json", "validate_ref_name"]
 
 #: Annotation naming an image in index.json (skopeo's ``oci:DIR:TAG``).
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -71,23 +65,40 @@ def _encode(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _load_json(raw: bytes, what: str) -> Any:
+def load_layout_json(raw: bytes, what: str) -> Any:
+    """Decode a JSON file of a layout or archive; bad JSON is InvalidManifestError."""
     try:
         return json.loads(raw.decode("utf-8"))
     except ValueError as exc:
         raise InvalidManifestError(f"{what} is not valid JSON ({exc})") from None
 
 
-def _blob_relpath(digest: str) -> str:
+def blob_relpath(digest: str) -> str:
+    """``blobs/<algorithm>/<hex>`` of a digest."""
     algorithm, encoded = parse_digest(digest)
     return f"blobs/{algorithm}/{encoded}"
+
+
+# image-layout spec: ref ::= component ("/" component)*, component ::= alphanum (separator
+# alphanum)*, separator ::= [-._:@+] | "--"
+_REF_NAME_RE = re.compile(r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
+                          r"(?:/[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*)*")
+
+
+def validate_ref_name(name: str) -> str:
+    """Return ``name`` if the image-layout spec allows it as a ``ref.name``, else raise."""
+    if not isinstance(name, str) or not _REF_NAME_RE.fullmatch(name):
+        raise InvalidReferenceError(
+            str(name), "tag", "is not a name an OCI layout allows (letters and digits, "
+            "separated by one of - . _ : @ + or --, components joined by /)")
+    return name
 
 
 def _entry_tag(entry: Descriptor) -> str | None:
     return entry.annotations.get(REF_NAME)
 
 
-class _LayoutReader(ImageStore):
+class LayoutReader(ImageStore):
     """Reading an image layout from some file system (a folder, a tar)."""
 
     verifies_blobs = True  # iter_blob is verified_chunks over the file
@@ -128,7 +139,7 @@ class _LayoutReader(ImageStore):
             for entry in entries:
                 if entry.digest == reference:
                     return entry
-            raw = self._read_file(_blob_relpath(reference), MAX_MANIFEST_BYTES)
+            raw = self._read_file(blob_relpath(reference), MAX_MANIFEST_BYTES)
             if raw is not None:  # a child manifest (verified by get_manifest)
                 return Descriptor(parse_manifest(raw).media_type, reference, len(raw))
         else:
@@ -144,13 +155,13 @@ class _LayoutReader(ImageStore):
     def _matches(entry: Descriptor, reference: str) -> bool:
         return reference in (_entry_tag(entry), entry.annotations.get(CONTAINERD_NAME))
 
-    @staticmethod
-    def _names(entries: list[Descriptor]) -> list[str]:
+    def _names(self, entries: list[Descriptor]) -> list[str]:
+        """How the user can name ``entries``: their tag, else their digest."""
         return [e.annotations.get(REF_NAME) or e.digest for e in entries]
 
     def get_manifest(self, reference: str | None) -> Manifest | Index:
         entry = self.resolve(reference)
-        raw = self._read_file(_blob_relpath(entry.digest), MAX_MANIFEST_BYTES + 1)
+        raw = self._read_file(blob_relpath(entry.digest), MAX_MANIFEST_BYTES + 1)
         if raw is None:
             raise ManifestNotFoundError(
                 f"{self.describe()}: the manifest {entry.digest} is missing from blobs/",
@@ -180,7 +191,7 @@ class _LayoutReader(ImageStore):
             return _read_range(handle, descriptor.size, start, end)
 
 
-class OCILayout(_LayoutReader, ImageSink):
+class OCILayout(LayoutReader, ImageSink):
     """An OCI image layout folder, as a source and as a destination.
 
     ``OCILayout(path)`` opens an existing layout; writing to a folder that does not
@@ -189,8 +200,12 @@ class OCILayout(_LayoutReader, ImageSink):
 
     transfer_phase = "download"
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, image_name: str | None = None) -> None:
+        """``image_name`` (a full reference) is written as ``io.containerd.image.name`` on
+        the entry each write names, as containerd does; a write whose ``ref.name`` is
+        already another image's is then refused (:meth:`name_conflict`)."""
         self.path = Path(path)
+        self.image_name = image_name
         self._lock = threading.Lock()
 
     def describe(self) -> str:
@@ -213,7 +228,7 @@ class OCILayout(_LayoutReader, ImageSink):
 
     def blob_path(self, digest: str) -> Path:
         """Where the blob ``digest`` lives (or would live)."""
-        return self.path / _blob_relpath(digest)
+        return self.path / blob_relpath(digest)
 
     def _open_blob(self, descriptor: Descriptor) -> IO[bytes]:
         try:
@@ -246,11 +261,14 @@ class OCILayout(_LayoutReader, ImageSink):
                 f"{self.path} is not an OCI image layout (no oci-layout file)",
                 hint="Pass a folder written by save_image, skopeo (oci:DIR) or crane.",
             )
-        version = str((_load_json(raw, f"{self.path}/oci-layout") or {})
-                      .get("imageLayoutVersion", ""))
-        if not version.startswith("1."):
-            raise InvalidManifestError(f"{self.path}: unsupported imageLayoutVersion "
-                                       f"{version!r}")
+        header = load_layout_json(raw, f"{self.path}/oci-layout")
+        version = header.get("imageLayoutVersion") if isinstance(header, dict) else None
+        if not isinstance(version, str) or not version.startswith("1."):
+            raise InvalidManifestError(
+                f"{self.path}: oci-layout names the imageLayoutVersion {version!r}, not a "
+                "1.x version string",
+                hint="The folder is not an OCI image layout this toolkit reads; write it again "
+                "with save_image or skopeo copy.")
 
     def get_manifest(self, reference: str | None) -> Manifest | Index:
         self.check_layout()
@@ -335,21 +353,67 @@ class OCILayout(_LayoutReader, ImageSink):
         if not top:
             return
         annotations = {REF_NAME: tag} if tag else {}
+        if tag and self.image_name:
+            annotations[CONTAINERD_NAME] = self.image_name
         entry = manifest.descriptor(annotations=annotations) if isinstance(manifest, Index) \
             else Descriptor(manifest.media_type, manifest.digest, manifest.size, annotations)
         self.add_entry(entry)
 
     def add_entry(self, entry: Descriptor) -> None:
-        """Add ``entry`` to ``index.json``, replacing the one with the same ref.name."""
+        """Add ``entry`` to ``index.json``, replacing the one with the same ref.name.
+
+        An entry that carries ``io.containerd.image.name`` replaces only an entry of
+        the same image name (a tag that moved); another image's raises
+        :class:`LayoutNameConflictError` and leaves ``index.json`` as it was.
+        """
         self._ensure()
         with self._locked():
             current = self.index()
             tag = _entry_tag(entry)
+            name = entry.annotations.get(CONTAINERD_NAME)
+            if tag and name:
+                self._refuse_conflict(self._conflict_in(current, tag, name, entry.digest),
+                                      tag, name)
             kept = [e for e in current.manifests
                     if not (tag and _entry_tag(e) == tag)
                     and not (not tag and not _entry_tag(e) and e.digest == entry.digest)]
             updated = Index.build([*kept, entry], annotations=current.annotations)
             self._write_atomic(self.path / "index.json", updated.raw)
+
+    def name_conflict(self, tag: str, image_name: str) -> Descriptor | None:
+        """The entry named ``tag`` that is not ``image_name``'s (None when there is none).
+
+        An entry without ``io.containerd.image.name`` (written by skopeo, an older
+        registry_nb) is another image's unless it has the same digest.
+        """
+        return self._conflict_in(self.index(), tag, image_name, None)
+
+    @staticmethod
+    def _conflict_in(index: Index, tag: str, image_name: str,
+                     digest: str | None) -> Descriptor | None:
+        for entry in index.manifests:
+            if _entry_tag(entry) != tag:
+                continue
+            other = entry.annotations.get(CONTAINERD_NAME)
+            if other != image_name and not (other is None and entry.digest == digest):
+                return entry
+        return None
+
+    def _refuse_conflict(self, entry: Descriptor | None, tag: str, image_name: str) -> None:
+        if entry is None:
+            return
+        existing = entry.annotations.get(CONTAINERD_NAME) or f"an image ({entry.digest})"
+        raise LayoutNameConflictError(
+            f"{self.path} already uses the name {tag!r} for {existing}; saving {image_name} "
+            "under it would replace that image, and tools read a layout by this name alone.",
+            name=tag, existing=existing, incoming=image_name,
+            hint="Pass ref_name= to name this image differently in the layout, save it into "
+            "another folder, or remove the other entry first (OCILayout.remove_tag).",
+        )
+
+    def refuse_name_conflict(self, tag: str, image_name: str) -> None:
+        """Raise :class:`LayoutNameConflictError` when ``tag`` names another image."""
+        self._refuse_conflict(self.name_conflict(tag, image_name), tag, image_name)
 
     def remove_tag(self, tag: str) -> bool:
         """Drop the ``index.json`` entry named ``tag`` (blobs stay); True when one existed."""
@@ -408,166 +472,10 @@ def _unlink(path: Path) -> None:
         pass
 
 
-# ------------------------------------------------------------------ docker save
+def __getattr__(name: str) -> Any:
+    """``DockerArchive`` and ``open_local`` moved to :mod:`registry_nb.images.archive`."""
+    if name in ("DockerArchive", "open_local"):
+        from . import archive
 
-
-class _Slice(FileSlice):
-    """A read-only, seekable window ``[offset, offset+size)`` of a file it opens."""
-
-    def __init__(self, path: Path, offset: int, size: int) -> None:
-        super().__init__(open(path, "rb"), offset, size)  # noqa: SIM115 - closed with it
-
-    def close(self) -> None:
-        self.source.close()
-        super().close()
-
-
-class DockerArchive(_LayoutReader):
-    """A ``docker save`` tarball (uncompressed), as a source.
-
-    References are docker's names (``demo:1``, ``127.0.0.1:5000/demo:1``), a bare
-    tag, a manifest digest, or ``None`` when the archive holds one image. Archives
-    of Docker 25 and later carry an OCI layout, read as is; older ones only a
-    ``manifest.json``, from which OCI manifests are made whose layers are the
-    saved (uncompressed) tars, so their digests are the config's diff ids. Blobs
-    are read straight from the tar, one file handle each, so layers can be read in
-    parallel.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._lock = threading.RLock()
-        self._members: dict[str, tuple[int, int]] | None = None
-        self._made: dict[str, bytes] | None = None  # index.json and blobs made for old archives
-        self._layer_members: dict[str, tuple[int, int]] = {}
-        self._names: dict[str, list[str]] = {}  # manifest digest -> docker names
-
-    def describe(self) -> str:
-        return f"docker-archive:{self.path}"
-
-    def __repr__(self) -> str:
-        return f"DockerArchive({str(self.path)!r})"
-
-    def _table(self) -> dict[str, tuple[int, int]]:
-        with self._lock:
-            if self._members is None:
-                self._members = self._scan()
-            return self._members
-
-    def _scan(self) -> dict[str, tuple[int, int]]:
-        try:
-            with open(self.path, "rb") as handle:
-                magic = handle.read(6)
-        except FileNotFoundError:
-            raise ImageNotFoundError(f"{self.path} does not exist") from None
-        if magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic == b"\xfd7zXZ\x00" \
-                or magic[:4] == b"\x28\xb5\x2f\xfd":
-            raise RegistryError(
-                f"{self.path} is compressed; docker archives are read uncompressed",
-                hint="Decompress it first (gunzip, zstd -d).",
-            )
-        members: dict[str, tuple[int, int]] = {}
-        try:
-            with tarfile.open(self.path, mode="r:") as tar:
-                for member in tar:
-                    if member.isfile():
-                        name = member.name[2:] if member.name.startswith("./") else member.name
-                        members[name] = (member.offset_data, member.size)
-        except tarfile.TarError as exc:
-            raise RegistryError(f"{self.path} is not a tar archive ({exc})",
-                                hint="Pass the file docker save wrote.") from None
-        return members
-
-    def _member_bytes(self, name: str, limit: int) -> bytes | None:
-        found = self._table().get(name)
-        if found is None:
-            return None
-        with _Slice(self.path, *found) as handle:
-            return handle.read(limit)
-
-    def _made_files(self) -> dict[str, bytes]:
-        """What old archives lack: index.json, OCI manifests and configs by blob path."""
-        table = self._table()
-        with self._lock:
-            if self._made is None:
-                self._made = {} if "index.json" in table else self._convert(table)
-            return self._made
-
-    def _read_file(self, relpath: str, limit: int) -> bytes | None:
-        made = self._made_files()
-        if relpath in made:
-            return made[relpath][:limit]
-        return self._member_bytes(relpath, limit)
-
-    def _open_blob(self, descriptor: Descriptor) -> IO[bytes]:
-        relpath = _blob_relpath(descriptor.digest)
-        made = self._made_files()
-        if relpath in made:
-            return io.BytesIO(made[relpath])
-        found = self._table().get(relpath) or self._layer_members.get(descriptor.digest)
-        if found is None:
-            raise ImageNotFoundError(f"{self.describe()} lacks the blob {descriptor.digest}")
-        return io.BufferedReader(_Slice(self.path, *found), buffer_size=_READ)
-
-    def open_blob_file(self, descriptor: Descriptor) -> IO[bytes] | None:
-        return self._open_blob(descriptor)
-
-    def _matches(self, entry: Descriptor, reference: str) -> bool:
-        if super()._matches(entry, reference):
-            return True
-        names = list(self._names.get(entry.digest, []))
-        names.append(entry.annotations.get(CONTAINERD_NAME, ""))
-        return any(n == reference or n.endswith("/" + reference) for n in names if n)
-
-    def _convert(self, table: dict[str, tuple[int, int]]) -> dict[str, bytes]:
-        """Make OCI manifests for the images of an old archive's manifest.json."""
-        raw = self._member_bytes("manifest.json", MAX_MANIFEST_BYTES)
-        if raw is None:
-            raise ImageNotFoundError(f"{self.path} is not a docker save archive "
-                                     "(no index.json or manifest.json)")
-        items = _load_json(raw, f"{self.path}:manifest.json")
-        if not isinstance(items, list):
-            raise InvalidManifestError(f"{self.path}: manifest.json is not a list")
-        made: dict[str, bytes] = {}
-        entries: list[Descriptor] = []
-        for item in items:
-            if not isinstance(item, dict):
-                raise InvalidManifestError(f"{self.path}: manifest.json entry is not an object")
-            config_raw = self._member_bytes(str(item.get("Config")), MAX_MANIFEST_BYTES)
-            if config_raw is None:
-                raise InvalidManifestError(f"{self.path}: config {item.get('Config')} missing")
-            config = ImageConfig.from_bytes(config_raw)
-            paths = [str(p) for p in item.get("Layers") or []]
-            if len(paths) != len(config.diff_ids):
-                raise InvalidManifestError(f"{self.path}: {len(paths)} layers but "
-                                           f"{len(config.diff_ids)} diff_ids in the config")
-            layers = []
-            for path, diff_id in zip(paths, config.diff_ids, strict=True):
-                member = table.get(path)
-                if member is None:
-                    raise InvalidManifestError(f"{self.path}: layer {path} is missing")
-                self._layer_members[diff_id] = member
-                layers.append(Descriptor(OCI_LAYER, diff_id, member[1]))
-            made[_blob_relpath(config.digest)] = config_raw
-            manifest = Manifest.build(Descriptor(OCI_CONFIG, config.digest, len(config_raw)),
-                                      layers, OCI_MANIFEST)
-            made[_blob_relpath(manifest.digest)] = manifest.raw
-            names = [str(t) for t in item.get("RepoTags") or []]
-            self._names[manifest.digest] = names
-            annotations = {REF_NAME: names[0].rsplit(":", 1)[-1]} if names else {}
-            entries.append(Descriptor(OCI_MANIFEST, manifest.digest, manifest.size,
-                                      annotations))
-        made["index.json"] = Index.build(entries).raw
-        return made
-
-
-def open_local(path: str | os.PathLike[str]) -> OCILayout | DockerArchive:
-    """An OCI layout for a folder, a docker archive for a file."""
-    target = Path(path)
-    if target.is_dir():
-        return OCILayout(target)
-    if target.is_file():
-        return DockerArchive(target)
-    raise ImageNotFoundError(f"{target} does not exist",
-                             hint="Pass an OCI image layout folder or a docker save tarball.")
-
+        return getattr(archive, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,7 @@ from .platform import Platform
 from .reference import parse_digest, sha256_digest
 
 __all__ = ["ContainerConfig", "HistoryEntry", "ImageConfig", "layer_history",
-           "parse_timestamp", "format_timestamp"]
+           "parse_timestamp", "format_timestamp", "Timestamp"]
 
 # ------------------------------------------------------------------ timestamps
 
@@ -26,10 +26,40 @@ _TIMESTAMP_RE = re.compile(
 )
 
 
-def parse_timestamp(text: str) -> datetime | None:
-    """Parse an RFC 3339 time (nanoseconds and ``Z`` allowed) into an aware UTC datetime.
+class Timestamp(datetime):
+    """An aware UTC datetime that keeps the nanoseconds of an RFC 3339 time.
 
-    A missing offset means UTC; Go's zero time (year 1) gives ``None``. Raises
+    ``nanosecond`` (0-999) is what lies below the microsecond, as in
+    ``pandas.Timestamp``; :func:`format_timestamp` writes it back.
+    """
+
+    __slots__ = ("nanosecond",)
+    nanosecond: int
+
+    def __new__(cls, *args: Any, nanosecond: int = 0, **kwargs: Any) -> Timestamp:
+        self = super().__new__(cls, *args, **kwargs)
+        self.nanosecond = nanosecond
+        return self
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        return (_timestamp, (self.replace(tzinfo=None).isoformat(), self.nanosecond))
+
+    def __repr__(self) -> str:
+        return f"Timestamp({format_timestamp(self)!r})"
+
+
+def _timestamp(text: str, nanosecond: int) -> Timestamp:
+    plain = datetime.fromisoformat(text)
+    return Timestamp(plain.year, plain.month, plain.day, plain.hour, plain.minute,
+                     plain.second, plain.microsecond, tzinfo=timezone.utc,
+                     nanosecond=nanosecond)
+
+
+def parse_timestamp(text: str) -> Timestamp | None:
+    """Parse an RFC 3339 time (nanoseconds and ``Z`` allowed) into an aware UTC time.
+
+    The result is a :class:`Timestamp` (a ``datetime``) that keeps the nanoseconds. A
+    missing offset means UTC; Go's zero time (year 1) gives ``None``. Raises
     ``ValueError`` for anything else.
     """
     match = _TIMESTAMP_RE.fullmatch(text.strip())
@@ -38,25 +68,32 @@ def parse_timestamp(text: str) -> datetime | None:
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
     if year <= 1:
         return None
-    fraction = (match.group(7) or "")[:6].ljust(6, "0")
+    digits = (match.group(7) or "")[:9].ljust(9, "0")
     second = min(second, 59)  # leap second
-    stamp = datetime(year, month, day, hour, minute, second, int(fraction), tzinfo=timezone.utc)
+    stamp = datetime(year, month, day, hour, minute, second, int(digits[:6]),
+                     tzinfo=timezone.utc)
     if match.group(9):
         offset = timedelta(hours=int(match.group(10)), minutes=int(match.group(11)))
         if offset >= timedelta(hours=24):
             raise ValueError(f"{text!r} has an invalid UTC offset")
         stamp -= offset if match.group(9) == "+" else -offset
-    return stamp
+    return _timestamp(stamp.replace(tzinfo=None).isoformat(), int(digits[6:]))
 
 
 def format_timestamp(stamp: datetime) -> str:
-    """RFC 3339 in UTC with ``Z`` (microseconds only when non-zero); naive means UTC."""
+    """RFC 3339 in UTC with ``Z``, as Go's ``RFC3339Nano``: up to 9 fraction digits.
+
+    Nanoseconds come from ``stamp.nanosecond`` (a :class:`Timestamp` or a
+    ``pandas.Timestamp``); trailing zeros are dropped. A naive time means UTC.
+    """
+    nanosecond = int(getattr(stamp, "nanosecond", 0) or 0)
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=timezone.utc)
     stamp = stamp.astimezone(timezone.utc)
     text = stamp.strftime("%Y-%m-%dT%H:%M:%S")
-    if stamp.microsecond:
-        text += f".{stamp.microsecond:06d}".rstrip("0")
+    fraction = stamp.microsecond * 1000 + nanosecond
+    if fraction:
+        text += f".{fraction:09d}".rstrip("0")
     return text + "Z"
 
 

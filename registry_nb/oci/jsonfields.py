@@ -6,17 +6,22 @@ offending field; :func:`encode_json` writes the one stable encoding the builders
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidManifestError, InvalidReferenceError
+from .mediatypes import is_media_type
 from .reference import parse_digest
 
 __all__ = ["Fields", "json_type", "load_json", "encode_json", "MAX_SIZE"]
 
 MAX_SIZE = 2**63 - 1  # sizes are int64 in Go
-
+# An absolute URI (RFC 3986 section 4.3): a scheme, then no spaces or control characters.
+_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s\x00-\x1f\x7f]+")
 
 
 class Fields:
@@ -81,6 +86,37 @@ class Fields:
         except InvalidReferenceError as exc:
             raise self.error(self.path(key), f"is not a valid digest: {exc.reason}") from None
         return value
+
+    def media_type(self, key: str, *, required: bool = False) -> str | None:
+        """A ``type/subtype`` media type (RFC 6838); required ones must not be empty."""
+        value = self.string(key, required=required)
+        if value is None or (value == "" and not required):
+            return value or None
+        if not is_media_type(value):
+            shown = value if len(value) <= 80 else value[:77] + "..."
+            raise self.error(self.path(key), f"{shown!r} is not a media type: it must be "
+                             "type/subtype, each a letter or digit then at most 126 letters, "
+                             "digits or !#$&^_.+- (RFC 6838)")
+        return value
+
+    def uris(self, key: str) -> list[str]:
+        """A list of absolute URIs (RFC 3986), as descriptor ``urls`` must be."""
+        values = self.strings(key) or []
+        for i, value in enumerate(values):
+            if not _URI_RE.fullmatch(value):
+                raise self.error(f"{self.path(key)}[{i}]",
+                                 f"{value[:80]!r} is not an absolute URI (scheme:...)")
+        return values
+
+    def base64(self, key: str) -> bytes | None:
+        """Standard base64 with padding (RFC 4648 section 4), decoded."""
+        value = self.string(key)
+        if value is None:
+            return None
+        try:
+            return base64.b64decode(value.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError):
+            raise self.error(self.path(key), "is not padded base64 (RFC 4648)") from None
 
     def array(self, key: str, *, required: bool = False) -> list[Any] | None:
         value = self.raw(key, required)

@@ -15,6 +15,7 @@ and buildkit produce.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,7 @@ from .mediatypes import (
     SCHEMA1_MEDIA_TYPES,
 )
 from .platform import Platform
-from .reference import sha256_digest
+from .reference import digest_of, sha256_digest
 
 __all__ = ["Descriptor", "Manifest", "Index", "parse_manifest"]
 
@@ -42,10 +43,6 @@ _SCHEMA1_HINT = (
     "Docker schema 1 manifests are deprecated and unsupported: re-push the image with a "
     "current docker (docker pull, then docker push), which writes schema 2 or OCI."
 )
-
-def _variant_level(entry: Descriptor) -> int:
-    return entry.platform.variant_level if entry.platform else 0
-
 
 # ------------------------------------------------------------------ descriptors
 
@@ -61,26 +58,39 @@ class Descriptor:
     platform: Platform | None = None
     urls: list[str] = field(default_factory=list)
     artifact_type: str | None = None
+    data: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def from_dict(
         cls, data: Any, *, where: str = "descriptor", kind: str = "manifest"
     ) -> Descriptor:
-        """Read a descriptor object; bad shapes raise InvalidManifestError naming the field."""
+        """Read a descriptor object; bad shapes raise InvalidManifestError naming the field.
+
+        ``mediaType`` and ``artifactType`` must be RFC 6838 media types, ``urls``
+        absolute URIs, and ``data`` padded base64 of exactly the described content.
+        """
         f = Fields(data, where, kind)
         platform_data = f.raw("platform", False)
         platform = None
         if platform_data is not None:
             platform = Platform.from_dict(platform_data, where=f.path("platform"), kind=kind)
-        return cls(
-            media_type=f.string("mediaType", required=True) or "",
+        descriptor = cls(
+            media_type=f.media_type("mediaType", required=True) or "",
             digest=f.digest("digest") or "",
             size=f.integer("size", required=True) or 0,
             annotations=f.string_map("annotations"),
             platform=platform,
-            urls=f.strings("urls") or [],
-            artifact_type=f.string("artifactType") or None,
+            urls=f.uris("urls"),
+            artifact_type=f.media_type("artifactType"),
+            data=f.base64("data"),
         )
+        embedded = descriptor.data
+        if embedded is not None and (len(embedded) != descriptor.size
+                                     or digest_of(embedded, descriptor.digest)
+                                     != descriptor.digest):
+            raise f.error(f.path("data"), f"holds {len(embedded)} bytes that are not the "
+                          f"{descriptor.size} bytes of {descriptor.digest}")
+        return descriptor
 
     @classmethod
     def for_content(
@@ -107,6 +117,8 @@ class Descriptor:
             out["platform"] = self.platform.to_dict()
         if self.artifact_type:
             out["artifactType"] = self.artifact_type
+        if self.data is not None:
+            out["data"] = base64.b64encode(self.data).decode("ascii")
         return out
 
     @property
@@ -206,7 +218,7 @@ class Manifest:
             annotations=f.string_map("annotations"),
             subject=None if subject_data is None
             else Descriptor.from_dict(subject_data, where="subject"),
-            artifact_type=f.string("artifactType") or None,
+            artifact_type=f.media_type("artifactType"),
             raw=raw,
         )
 
@@ -262,10 +274,11 @@ class Index:
             for entry in entries:
                 if entry.platform is not None and candidate.matches(entry.platform):
                     return entry
-        for candidate in wanted:
-            compatible = [e for e in entries if e.platform and candidate.runs(e.platform)]
-            if compatible:
-                return max(compatible, key=_variant_level)
+        for candidate in wanted:  # containerd's Only order: the closest variant first
+            ranked = [(rank, i, e) for i, e in enumerate(entries) if e.platform is not None
+                      and (rank := candidate.preference(e.platform)) is not None]
+            if ranked:
+                return min(ranked, key=lambda item: item[:2])[2]
         available = ", ".join(str(p) for p in self.platforms) or "none"
         asked = str(platform) if platform is not None else f"{wanted[0]} or linux/amd64"
         raise ManifestNotFoundError(
@@ -314,7 +327,7 @@ class Index:
             annotations=f.string_map("annotations"),
             subject=None if subject_data is None
             else Descriptor.from_dict(subject_data, where="subject", kind="index"),
-            artifact_type=f.string("artifactType") or None,
+            artifact_type=f.media_type("artifactType"),
             raw=raw,
         )
 

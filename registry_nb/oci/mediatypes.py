@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
+    "is_media_type",
     "OCI_MANIFEST", "OCI_INDEX", "OCI_CONFIG", "OCI_EMPTY",
     "OCI_LAYER", "OCI_LAYER_GZIP", "OCI_LAYER_ZSTD",
     "OCI_LAYER_NONDISTRIBUTABLE", "OCI_LAYER_NONDISTRIBUTABLE_GZIP",
@@ -51,3 +54,14 @@ MANIFEST_ACCEPT = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MA
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 #: Largest image config accepted.
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
+
+
+# RFC 6838 section 4.2 restricted-name, for the type and the subtype (the image-spec schemas'
+# mediaType pattern): a letter or digit, then up to 126 of letters, digits and !#$&^_.+-
+_RESTRICTED_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+_MEDIA_TYPE_RE = re.compile(rf"{_RESTRICTED_NAME}/{_RESTRICTED_NAME}")
+
+
+def is_media_type(text: object) -> bool:
+    """True for an RFC 6838 ``type/subtype`` (no parameters), as the OCI schemas require."""
+    return isinstance(text, str) and _MEDIA_TYPE_RE.fullmatch(text) is not None

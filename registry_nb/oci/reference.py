@@ -10,11 +10,14 @@ Parsing follows the grammar of the CNCF distribution ``reference`` package::
     digest     := algorithm ":" encoded
 
 with Docker's normalisation: the first component is a host only if it contains
-``.`` or ``:``, is ``localhost`` (or a bracketed IPv6 address) and is followed by
-``/``; otherwise the image lives on Docker Hub (``docker.io``), where one-component
-names get the ``library/`` prefix. Digests are restricted to the algorithms the OCI
-image-spec registers and this toolkit can verify: ``sha256`` (64 lowercase hex) and
-``sha512`` (128 lowercase hex).
+``.`` or ``:``, is ``localhost``, has an upper-case letter (``Foo/bar`` is the
+repository ``bar`` on the host ``Foo``, as distribution's ``splitDockerDomain`` has it)
+or is a bracketed IPv6 address (hex and colons only: no zone, no embedded IPv4), and
+is followed by ``/``; otherwise the image lives on Docker Hub (``docker.io``), where
+one-component names get the ``library/`` prefix. The repository path (without the
+host) is at most 255 characters, as distribution checks it. Digests are restricted to
+the algorithms the OCI image-spec registers and this toolkit can verify: ``sha256``
+(64 lowercase hex) and ``sha512`` (128 lowercase hex).
 
 The canonical form (``str(ref)``) is ``registry/repository[:tag][@digest]``, and
 ``ImageReference.parse(str(ref)) == ref`` always holds.
@@ -40,6 +43,7 @@ __all__ = [
     "is_loopback_host",
     "is_docker_hub",
     "sha256_digest",
+    "digest_of",
     "parse_digest",
     "validate_digest",
     "validate_repository",
@@ -57,14 +61,14 @@ DOCKER_HUB_ALIASES = frozenset(
 )
 #: Digest algorithms accepted, with the length of their lowercase hex encoding.
 DIGEST_ALGORITHMS = {"sha256": 64, "sha512": 128}
-#: Longest allowed ``registry/repository`` (the OCI distribution spec's client limit).
+#: Longest allowed repository path, without the host (distribution/reference's limit).
 NAME_TOTAL_LENGTH_MAX = 255
 #: Longest allowed tag.
 TAG_LENGTH_MAX = 128
 
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN_NAME = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*"
-_IPV6 = r"\[[a-fA-F0-9:.]+\]"
+_IPV6 = r"\[[a-fA-F0-9:]+\]"  # distribution's ipv6address: no zone, no dotted IPv4
 _HOST_RE = re.compile(rf"(?:{_DOMAIN_NAME}|(?P<ipv6>{_IPV6}))(?::(?P<port>[0-9]+))?")
 _PATH_COMPONENT_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*")
 _TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -138,6 +142,14 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def digest_of(data: bytes, like: str = "sha256:") -> str:
+    """The digest of ``data`` with the algorithm of the digest ``like`` (sha256 or sha512)."""
+    algorithm = like.split(":", 1)[0]
+    if algorithm not in DIGEST_ALGORITHMS:
+        raise _fail(like, "digest", f"uses the unsupported algorithm {algorithm!r}")
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
 def validate_repository(name: str, *, reference: str | None = None) -> str:
     """Return ``name`` if it is a valid repository path (no host), else raise.
 
@@ -190,12 +202,13 @@ def validate_registry(host: str, *, reference: str | None = None) -> str:
 
 
 def _looks_like_host(component: str) -> bool:
-    """Docker's rule: a first path component is a host if it has '.' or ':' or is localhost."""
+    """Docker's rule: a first component is a host with '.' or ':', as localhost, or upper case."""
     return (
         "." in component
         or ":" in component
         or component == "localhost"
         or component.startswith("[")
+        or component != component.lower()
     )
 
 
@@ -293,15 +306,10 @@ def _normalize(
     elif not _looks_like_host(registry):
         raise _fail(
             reference, "registry",
-            f"{registry!r} is not recognisable as a host: it needs a '.' or a ':port', "
-            "or must be 'localhost'",
+            f"{registry!r} is not recognisable as a host: it needs a '.', a ':port' or an "
+            "upper-case letter, or must be 'localhost'",
         )
     validate_repository(repository, reference=reference)
-    if len(registry) + 1 + len(repository) > NAME_TOTAL_LENGTH_MAX:
-        raise _fail(
-            reference, "repository",
-            f"name {registry}/{repository} is longer than {NAME_TOTAL_LENGTH_MAX} characters",
-        )
     if tag is not None:
         validate_tag(tag, reference=reference)
     if digest is not None:

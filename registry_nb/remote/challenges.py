@@ -53,7 +53,9 @@ class Challenge:
 
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _PARAM_RE = re.compile(
-    rf'[ \t]*({_TOKEN})[ \t]*=[ \t]*(?:"((?:[^"\\]|\\.)*)"|({_TOKEN}))[ \t]*(?=,|$)', re.S
+    # a bare value may also hold '/' (token68 characters), as regclient and registries send
+    rf'[ \t]*({_TOKEN})[ \t]*=[ \t]*(?:"((?:[^"\\]|\\.)*)"|([!#$%&\'*+\-./^_`|~0-9A-Za-z]+))'
+    r'[ \t]*(?=,|$)', re.S
 )
 _SCHEME_RE = re.compile(rf"[ \t]*({_TOKEN})(?=[ \t]|,|$)")
 _TOKEN68_RE = re.compile(r"[ \t]+([A-Za-z0-9\-._~+/]+=*)[ \t]*(?=,|$)")

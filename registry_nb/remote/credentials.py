@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import logging
 import os
@@ -50,16 +51,35 @@ def host_of(url_or_host: str) -> str:
     """``host[:port]`` of a registry URL or host; Docker Hub spellings become ``docker.io``.
 
     Uses :func:`registry_nb.reference.normalize_registry`, and for what it rejects
-    (docker config keys with odd paths or user info) a lenient scheme/path strip.
+    (docker config keys with odd paths, user info, any scheme) a lenient strip as
+    docker's ``ConvertToHostname`` does: an unbracketed IPv6 address with a port
+    (``https://::1:6555/v2/``) becomes ``[::1]:6555``. A key with no host at all
+    (``unix:///var/run/docker.sock``) stays as written, so it matches no registry.
     """
     try:
         return normalize_registry(url_or_host)
     except InvalidReferenceError:
-        text = (url_or_host or "").strip()
-        if "://" in text:
-            text = text.split("://", 1)[1]
+        raw = (url_or_host or "").strip()
+        text = raw.split("://", 1)[1] if "://" in raw else raw
         text = text.split("/", 1)[0].rsplit("@", 1)[-1].lower()
-        return DOCKER_HUB if text in ("", *DOCKER_HUB_ALIASES) else text
+        if not text:
+            return raw
+        text = _bracket_ipv6(text)
+        return DOCKER_HUB if text in DOCKER_HUB_ALIASES else text
+
+
+def _bracket_ipv6(text: str) -> str:
+    """``::1:6555`` -> ``[::1]:6555`` when the part before the last colon is IPv6."""
+    if text.startswith("[") or text.count(":") < 2:
+        return text
+    address, _, port = text.rpartition(":")
+    if not port.isdigit():
+        return text
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        return text
+    return f"[{address}]:{port}"
 
 
 # --------------------------------------------------------------- credentials
