@@ -1,0 +1,201 @@
+"""The three notebooks in a real JupyterLab, run by a real (headless) Chromium.
+
+JupyterLab serves copies of ``notebooks/*.ipynb`` with the kernel pointed at the
+open test registry (seeded with the demo images) and the project's dockerd. For
+each notebook the test clears every output, runs all cells, waits until every code
+cell has run, and asserts what a person would see:
+
+- no cell shows an error, a traceback or anything on stderr;
+- no output is a bare ``<Figure …>`` / ``<Axes …>`` repr instead of a picture;
+- every chart cell (its source calls ``charts.<name>(…)``) holds a drawn ``img``
+  (or ``svg``); in the forms notebook, each form's result panel holds its layer
+  chart, and the registry browser draws one for a picked tag (for an index, of the
+  platform picked);
+- no "Jupyter news" toast covers the page (the settings lab.sh writes).
+
+Screenshots of each chart and of each notebook go to a temporary folder whose
+path is printed (``pytest -s`` shows it).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from labdriver import KERNEL_READY, chromium_page, running_lab
+from playwright import sync_api as playwright_api
+
+from registry_nb.demo import seed_demo_images
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+CHART_CALL = re.compile(r"\bcharts\.\w+\(")
+BARE_REPR = re.compile(r"^\s*<(?:Figure|Axes|matplotlib\.)[^>]*>\s*$", re.MULTILINE)
+RUN_TIMEOUT_MS = 240_000
+
+pytestmark = pytest.mark.timeout(600)
+
+CLEAR_AND_RUN = """async () => {
+  const app = window.jupyterapp;
+  await app.commands.execute('notebook:clear-all-cell-outputs');
+  app.commands.execute('notebook:run-all-cells');
+}"""
+
+#: 'done' when every code cell ran and the kernel is idle; 'error' as soon as one failed.
+RUN_FINISHED = """() => {
+  const panel = window.jupyterapp.shell.currentWidget;
+  const cells = panel.content.widgets.filter(c => c.model.type === 'code');
+  if (cells.some(c => c.model.outputs.toJSON().some(o => o.output_type === 'error')))
+    return 'error';
+  const session = panel.sessionContext.session;
+  const kernel = session && session.kernel;
+  if (!kernel || kernel.status !== 'idle') return false;
+  return cells.every(c => c.model.executionCount !== null) ? 'done' : false;
+}"""
+
+#: Every cell: its source, the outputs the kernel sent, and what the page shows.
+CELLS = """() => {
+  const panel = window.jupyterapp.shell.currentWidget;
+  return panel.content.widgets.map((c, i) => {
+    c.node.dataset.registryNbCell = String(i);
+    const shown = Array.from(c.node.querySelectorAll('.jp-OutputArea-output'));
+    return {
+      index: i, type: c.model.type, source: c.model.sharedModel.getSource(),
+      outputs: c.model.type === 'code' ? c.model.outputs.toJSON() : [],
+      texts: shown.map(n => n.innerText),
+      images: shown.flatMap(n => Array.from(n.querySelectorAll('img')))
+                   .map(img => img.naturalWidth),
+      svgs: shown.reduce((k, n) => k + n.querySelectorAll('svg.jp-RenderedSVG, '
+                         + '.jp-RenderedSVGImage svg, [data-mime-type="image/svg+xml"] svg')
+                         .length, 0),
+    };
+  });
+}"""
+
+
+@pytest.fixture(scope="module")
+def lab(open_registry, docker_host, tmp_path_factory):
+    """JupyterLab serving copies of the notebooks; the kernel sees the demo registry."""
+    seed_demo_images(open_registry.host)  # idempotent
+    work = tmp_path_factory.mktemp("notebooks-lab")
+    root = work / "root"
+    root.mkdir()
+    for notebook in NOTEBOOKS.glob("*.ipynb"):
+        shutil.copy(notebook, root / notebook.name)
+    env = {"REGISTRY_NB_DEMO_REGISTRY": open_registry.host, "DOCKER_HOST": docker_host}
+    # every cell rendered, on screen or not (JupyterLab's default skips off-screen ones)
+    settings = {"@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"}}
+    with running_lab(root, work, env, settings=settings) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def shots() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="registry-nb-notebooks-"))
+    print(f"\nscreenshots: {folder}")
+    return folder
+
+
+def run_notebook(page, lab, name: str, shots: Path) -> list[dict]:
+    """Open ``name``, clear it, run all cells; return :data:`CELLS` once all ran."""
+    page.goto(lab.url(name), wait_until="domcontentloaded")
+    page.wait_for_function(KERNEL_READY, polling=500)
+    page.evaluate(CLEAR_AND_RUN)
+    try:
+        state = page.wait_for_function(RUN_FINISHED, polling=300, timeout=RUN_TIMEOUT_MS)
+    except playwright_api.Error:
+        page.screenshot(path=str(shots / f"{name}-stuck.png"))
+        print(lab.log.read_text()[-3000:])
+        raise
+    cells = page.evaluate(CELLS)
+    if state.json_value() == "error":
+        page.screenshot(path=str(shots / f"{name}-error.png"))
+        failed = [c for c in cells if any(o["output_type"] == "error" for o in c["outputs"])]
+        pytest.fail(f"{name}: cell {failed[0]['index']} failed:\n{failed[0]['source']}\n"
+                    + "\n".join(failed[0]["texts"])[-3000:])
+    return cells
+
+
+def check_cells(name: str, cells: list[dict]) -> list[dict]:
+    """The assertions every notebook shares; returns the chart cells."""
+    for cell in cells:
+        stderr = [o.get("text", "") for o in cell["outputs"]
+                  if o["output_type"] == "stream" and o.get("name") == "stderr"]
+        assert not stderr, f"{name} cell {cell['index']} wrote to stderr:\n{''.join(stderr)}"
+        for output in cell["outputs"]:
+            data = output.get("data", {})
+            plain = "".join(data.get("text/plain", ""))
+            pictured = any(mime.startswith("image/") for mime in data)
+            assert pictured or not BARE_REPR.search(plain), \
+                f"{name} cell {cell['index']} sent only a repr, no picture: {plain!r}"
+        for text in cell["texts"]:
+            assert not BARE_REPR.search(text), \
+                f"{name} cell {cell['index']} shows a repr, not a picture: {text!r}"
+    charts = [c for c in cells if c["type"] == "code" and CHART_CALL.search(c["source"])]
+    for cell in charts:
+        drawn = [w for w in cell["images"] if w > 300]
+        assert drawn or cell["svgs"], \
+            f"{name} cell {cell['index']} should draw a chart; it shows {cell['texts']!r}"
+    return charts
+
+
+def shoot(page, cell: dict, path: Path) -> None:
+    """A screenshot of one cell's outputs (scrolled into view first)."""
+    outputs = page.locator(f'[data-registry-nb-cell="{cell["index"]}"] .jp-Cell-outputWrapper')
+    outputs.scroll_into_view_if_needed()
+    outputs.screenshot(path=str(path))
+
+
+def assert_no_news_toast(page) -> None:
+    assert page.get_by_text("official Jupyter news").count() == 0
+    assert page.locator(".Toastify__toast").count() == 0, \
+        page.locator(".Toastify__toast").all_inner_texts()
+
+
+@pytest.mark.parametrize("name", ["01-registry-tour.ipynb", "02-image-audit.ipynb"])
+def test_notebook_charts_draw(lab, shots, name):
+    with playwright_api.sync_playwright() as pw, chromium_page(pw) as page:
+        cells = run_notebook(page, lab, name, shots)
+        charts = check_cells(name, cells)
+        assert charts, f"{name} should have chart cells (charts.<name>(...))"
+        for cell in charts:
+            shoot(page, cell, shots / f"{name}-cell{cell['index']}.png")
+        assert_no_news_toast(page)
+        page.screenshot(path=str(shots / f"{name}.png"))
+
+
+def test_forms_notebook_draws_layer_charts(lab, shots):
+    name = "03-build-push-pull.ipynb"
+    with playwright_api.sync_playwright() as pw, chromium_page(pw) as page:
+        cells = run_notebook(page, lab, name, shots)
+        check_cells(name, cells)
+        charts = page.locator(".registry-nb-result img")
+        assert charts.count() == 3  # build, push, pull: each result shows its layers
+        for i in range(3):
+            assert charts.nth(i).evaluate("img => img.naturalWidth") > 300
+        failed = page.locator('.registry-nb-status[data-state="failed"]')
+        assert failed.count() == 0, failed.all_inner_texts()
+        for form in ("build", "push", "pull"):
+            result = page.locator(f".registry-nb-{form} .registry-nb-result")
+            result.scroll_into_view_if_needed()
+            page.locator(f".registry-nb-{form}").screenshot(path=str(shots / f"{name}-{form}.png"))
+
+        browser = page.locator(".registry-nb-browser")
+        browser.scroll_into_view_if_needed()
+        repositories = browser.locator("select").nth(0)
+        page.wait_for_function(
+            "() => Array.from(document.querySelectorAll('.registry-nb-browser select')[0]"
+            ".options).some(o => o.value === 'demo/multiarch')", polling=300)
+        repositories.select_option("demo/multiarch")
+        tags = browser.locator("select").nth(1)
+        page.wait_for_function(
+            "() => Array.from(document.querySelectorAll('.registry-nb-browser select')[1]"
+            ".options).some(o => o.value === '1')", polling=300)
+        tags.select_option("1")
+        chart = browser.locator(".registry-nb-chart img")
+        chart.wait_for(state="visible")
+        assert chart.evaluate("img => img.naturalWidth") > 300
+        assert_no_news_toast(page)
+        browser.screenshot(path=str(shots / f"{name}-browser.png"))
