@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from labdriver import KERNEL_READY, chromium_page, running_lab
+from labdriver import chromium_page, running_lab
 from playwright import sync_api as playwright_api
 
 from registry_nb.demo import seed_demo_images
@@ -37,42 +37,74 @@ RUN_TIMEOUT_MS = 240_000
 
 pytestmark = pytest.mark.timeout(600)
 
-CLEAR_AND_RUN = """async () => {
+#: JS prelude: the notebook panel of ``path`` (not whichever tab is current).
+PANEL = """const panelFor = (path) => {
   const app = window.jupyterapp;
-  await app.commands.execute('notebook:clear-all-cell-outputs');
-  app.commands.execute('notebook:run-all-cells');
-}"""
+  if (!app) return null;
+  for (const w of app.shell.widgets('main'))
+    if (w.context && w.context.path === path && w.content && w.content.widgets) return w;
+  return null;
+};
+const codeCells = (panel) => panel.content.widgets.filter(c => c.model.type === 'code');
+"""
 
-#: 'done' when every code cell ran and the kernel is idle; 'error' as soon as one failed.
-RUN_FINISHED = """() => {
-  const panel = window.jupyterapp.shell.currentWidget;
-  const cells = panel.content.widgets.filter(c => c.model.type === 'code');
+#: The panel's kernel is connected and idle.
+READY = PANEL + """return (() => {
+  const panel = panelFor(path);
+  const ctx = panel && panel.sessionContext;
+  const kernel = ctx && ctx.isReady && ctx.session && ctx.session.kernel;
+  return !!kernel && kernel.connectionStatus === 'connected' && kernel.status === 'idle';
+})();"""
+
+#: Activate the panel and clear every output (execution counts go back to null).
+CLEAR = PANEL + """return (async () => {
+  const app = window.jupyterapp;
+  app.shell.activateById(panelFor(path).id);
+  await app.commands.execute('notebook:clear-all-cell-outputs');
+})();"""
+
+CLEARED = PANEL + """return codeCells(panelFor(path)).every(
+  c => c.model.executionCount === null && c.model.outputs.length === 0);"""
+
+RUN_ALL = PANEL + """return (() => {
+  const app = window.jupyterapp;
+  app.shell.activateById(panelFor(path).id);
+  app.commands.execute('notebook:run-all-cells');
+})();"""
+
+#: 'done' when every code cell ran (counts were cleared, so any count is from this run)
+#: and the kernel is idle; 'error' as soon as one failed.
+RUN_FINISHED = PANEL + """return (() => {
+  const panel = panelFor(path);
+  const cells = codeCells(panel);
   if (cells.some(c => c.model.outputs.toJSON().some(o => o.output_type === 'error')))
     return 'error';
   const session = panel.sessionContext.session;
   const kernel = session && session.kernel;
   if (!kernel || kernel.status !== 'idle') return false;
   return cells.every(c => c.model.executionCount !== null) ? 'done' : false;
-}"""
+})();"""
 
 #: Every cell: its source, the outputs the kernel sent, and what the page shows.
-CELLS = """() => {
-  const panel = window.jupyterapp.shell.currentWidget;
-  return panel.content.widgets.map((c, i) => {
-    c.node.dataset.registryNbCell = String(i);
-    const shown = Array.from(c.node.querySelectorAll('.jp-OutputArea-output'));
-    return {
-      index: i, type: c.model.type, source: c.model.sharedModel.getSource(),
-      outputs: c.model.type === 'code' ? c.model.outputs.toJSON() : [],
-      texts: shown.map(n => n.innerText),
-      images: shown.flatMap(n => Array.from(n.querySelectorAll('img')))
-                   .map(img => img.naturalWidth),
-      svgs: shown.reduce((k, n) => k + n.querySelectorAll('svg.jp-RenderedSVG, '
-                         + '.jp-RenderedSVGImage svg, [data-mime-type="image/svg+xml"] svg')
-                         .length, 0),
-    };
-  });
-}"""
+CELLS = PANEL + """return panelFor(path).content.widgets.map((c, i) => {
+  c.node.dataset.registryNbCell = String(i);
+  const shown = Array.from(c.node.querySelectorAll('.jp-OutputArea-output'));
+  return {
+    index: i, type: c.model.type, source: c.model.sharedModel.getSource(),
+    outputs: c.model.type === 'code' ? c.model.outputs.toJSON() : [],
+    texts: shown.map(n => n.innerText),
+    images: shown.flatMap(n => Array.from(n.querySelectorAll('img')))
+                 .map(img => img.naturalWidth),
+    svgs: shown.reduce((k, n) => k + n.querySelectorAll('svg.jp-RenderedSVG, '
+                       + '.jp-RenderedSVGImage svg, [data-mime-type="image/svg+xml"] svg')
+                       .length, 0),
+  };
+});"""
+
+
+def js(body: str) -> str:
+    """A page function of ``path`` from a body that ``return``s."""
+    return f"(path) => {{ {body} }}"
 
 
 @pytest.fixture(scope="module")
@@ -100,16 +132,19 @@ def shots() -> Path:
 
 def run_notebook(page, lab, name: str, shots: Path) -> list[dict]:
     """Open ``name``, clear it, run all cells; return :data:`CELLS` once all ran."""
-    page.goto(lab.url(name), wait_until="domcontentloaded")
-    page.wait_for_function(KERNEL_READY, polling=500)
-    page.evaluate(CLEAR_AND_RUN)
+    page.goto(lab.url(name) + "&reset", wait_until="domcontentloaded")  # a fresh workspace
+    page.wait_for_function(js(READY), arg=name, polling=500)
+    page.evaluate(js(CLEAR), name)
+    page.wait_for_function(js(CLEARED), arg=name, polling=200)
+    page.evaluate(js(RUN_ALL), name)
     try:
-        state = page.wait_for_function(RUN_FINISHED, polling=300, timeout=RUN_TIMEOUT_MS)
+        state = page.wait_for_function(js(RUN_FINISHED), arg=name, polling=300,
+                                       timeout=RUN_TIMEOUT_MS)
     except playwright_api.Error:
         page.screenshot(path=str(shots / f"{name}-stuck.png"))
         print(lab.log.read_text()[-3000:])
         raise
-    cells = page.evaluate(CELLS)
+    cells = page.evaluate(js(CELLS), name)
     if state.json_value() == "error":
         page.screenshot(path=str(shots / f"{name}-error.png"))
         failed = [c for c in cells if any(o["output_type"] == "error" for o in c["outputs"])]

@@ -11,6 +11,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from ..charts import human_bytes
 from ..errors import RegistryError
 
 __all__ = ["FormInputError", "held", "human_bytes", "ensure_shell", "describe_error",
@@ -32,18 +33,6 @@ def held(*items: widgets.Widget) -> Iterator[None]:
         for item in items:
             stack.enter_context(item.hold_sync())
         yield
-
-
-def human_bytes(n: float | None) -> str:
-    """``1234567`` -> ``"1.23 MB"`` (decimal units, as the frames' ``size_mb``)."""
-    if n is None:
-        return "?"
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(value) < 1000 or unit == "GB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.2f} {unit}"
-        value /= 1000
-    return f"{value:.2f} TB"  # pragma: no cover - loop always returns
 
 
 def ensure_shell() -> None:
