@@ -474,6 +474,7 @@ class ContainerRegistry:
                              labels: dict[str, str] | None = None, user: str | None = None,
                              workdir: str | None = None, platform: str | None = None,
                              created: int | datetime | None = None,
+                             created_by: str | None = None,
                              progress: ProgressCallback | None = None,
                              cancel: threading.Event | None = None) -> dict[str, Any]:
         """Make an image from a folder (one reproducible gzip layer) and push it here.
@@ -482,7 +483,9 @@ class ContainerRegistry:
         reference, e.g. ``127.0.0.1:5000/base:1``) goes underneath, its config kept
         except for the fields given. The layer is reproducible (sorted entries, one
         fixed time — ``created``, else ``$SOURCE_DATE_EPOCH``, else 1970 — root owner,
-        normalised modes), so the same folder and options give the same digest. Base
+        normalised modes), so the same folder and options give the same digest.
+        ``created_by`` is the layer's history entry (what made it, e.g. ``COPY site/
+        /srv``; default ``registry_nb: layer from a folder``). Base
         layers are mounted or skipped, never downloaded. Returns the copy's dict plus
         ``image``, ``base``, ``layer_digest``, ``diff_id`` and
         ``uncompressed_size_bytes`` (of the new layer).
@@ -496,9 +499,10 @@ class ContainerRegistry:
                 top = open_image(store(base_ref), base_ref.identifier)
                 base_image = top if isinstance(top, Image) else top.image(platform)
             layer = write_layer(path, Path(tmp) / "layer.tar.gz", prefix=prefix, mtime=created)
+            history = {"created_by": created_by} if created_by else {}
             image = append_layers(base_image, [layer], entrypoint=entrypoint, cmd=cmd, env=env,
                                   labels=labels, user=user, workdir=workdir, platform=platform,
-                                  created=created)
+                                  created=created, **history)
             result = copy_between(image, self.images.repository(ref.repository), tag=ref.tag,
                                   progress=progress, cancel=cancel)
         return _result(result, image=full,
