@@ -13,7 +13,7 @@ cell has run, and asserts what a person would see:
   platform picked);
 - no "Jupyter news" toast covers the page (the settings lab.sh writes).
 
-Screenshots of each chart and of each notebook go to a temporary folder whose
+Screenshots of every cell's outputs and of each form go to a temporary folder whose
 path is printed (``pytest -s`` shows it).
 """
 
@@ -100,6 +100,17 @@ CELLS = PANEL + """return panelFor(path).content.widgets.map((c, i) => {
                        .length, 0),
   };
 });"""
+
+
+#: Where a form's log box is scrolled: does it overflow, and how far below the box's
+#: bottom the content ends (0: the newest line is in view).
+LOG_VIEW = """(form) => {
+  const box = document.querySelector(form + ' .registry-nb-log');
+  const content = box.firstElementChild;
+  const outer = box.getBoundingClientRect(), inner = content.getBoundingClientRect();
+  return {overflows: box.scrollHeight > box.clientHeight + 1,
+          bottom_gap: inner.bottom - outer.bottom};
+}"""
 
 
 def js(body: str) -> str:
@@ -195,8 +206,9 @@ def test_notebook_charts_draw(lab, shots, name):
         cells = run_notebook(page, lab, name, shots)
         charts = check_cells(name, cells)
         assert charts, f"{name} should have chart cells (charts.<name>(...))"
-        for cell in charts:
-            shoot(page, cell, shots / f"{name}-cell{cell['index']}.png")
+        for cell in cells:  # every output, charts and tables, for a person to look at
+            if cell["outputs"]:
+                shoot(page, cell, shots / f"{name}-cell{cell['index']:02d}.png")
         assert_no_news_toast(page)
         page.screenshot(path=str(shots / f"{name}.png"))
 
@@ -212,6 +224,12 @@ def test_forms_notebook_draws_layer_charts(lab, shots):
             assert charts.nth(i).evaluate("img => img.naturalWidth") > 300
         failed = page.locator('.registry-nb-status[data-state="failed"]')
         assert failed.count() == 0, failed.all_inner_texts()
+        # the build's log scrolls and shows its newest line; its bar ends on the
+        # registry's (compressed) size, the figure the result gives
+        log_view = page.evaluate(LOG_VIEW, ".registry-nb-build")
+        assert log_view["overflows"] and log_view["bottom_gap"] <= 2, log_view
+        assert "compressed in the registry" in \
+            page.locator(".registry-nb-build .registry-nb-transfer").inner_text()
         for form in ("build", "push", "pull"):
             result = page.locator(f".registry-nb-{form} .registry-nb-result")
             result.scroll_into_view_if_needed()
@@ -232,5 +250,18 @@ def test_forms_notebook_draws_layer_charts(lab, shots):
         chart = browser.locator(".registry-nb-chart img")
         chart.wait_for(state="visible")
         assert chart.evaluate("img => img.naturalWidth") > 300
+        # an index: the browser says so and picks a platform
+        picker = browser.locator(".registry-nb-platform select")
+        picker.wait_for(state="visible")
+        assert picker.locator("option").all_inner_texts() == ["linux/amd64", "linux/arm64"]
+        assert "Index of 2 platforms" in browser.inner_text()
+        assert "linux/amd64, linux/arm64" in browser.locator(".registry-nb-tags").inner_text()
+        picker.select_option("linux/arm64")
+        browser.get_by_text("showing linux/arm64").wait_for()
+        page.wait_for_function(
+            "() => document.querySelector('.registry-nb-browser .registry-nb-chart img')",
+            polling=200)
+        assert browser.locator(".registry-nb-chart img").evaluate(
+            "img => img.naturalWidth") > 300
         assert_no_news_toast(page)
         browser.screenshot(path=str(shots / f"{name}-browser.png"))

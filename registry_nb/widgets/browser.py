@@ -34,8 +34,8 @@ __all__ = ["RegistryBrowser", "config_summary"]
 log = logging.getLogger(__name__)
 
 #: Columns of the tags table, in order (from ``registry_images_frame``).
-TABLE_COLUMNS = ("tag", "digest", "size_bytes", "layer_count", "created", "architecture", "os",
-                 "platforms", "error")
+TABLE_COLUMNS = ("tag", "platforms", "digest", "size_bytes", "layer_count", "created",
+                 "architecture", "os", "error")
 
 
 def config_summary(config: ImageConfig) -> dict[str, Any]:

@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 
 _WIDE = widgets.Layout(width="420px")
 _LABEL_STYLE = {"description_width": "110px"}
+#: The log box is a column-reverse flex box (see ``log_output``); its one child (the
+#: output area) must keep its height for the box to scroll instead of squeezing it.
+_LOG_STYLE = "<style>.registry-nb-log > * {flex-shrink: 0}</style>"
 
 
 class OperationForm(widgets.VBox):
@@ -105,6 +108,7 @@ class OperationForm(widgets.VBox):
                                               layout=widgets.Layout(width="420px"))
         self.progress.add_class("registry-nb-overall")
         self.transfer = widgets.Label("")
+        self.transfer.add_class("registry-nb-transfer")
         self.layers_box = widgets.VBox([])
         self.layers_more = widgets.Label("", layout=widgets.Layout(display="none"))
         self.status = widgets.HTML(status_html("idle", "Ready."))
@@ -121,7 +125,7 @@ class OperationForm(widgets.VBox):
         self.run_button.on_click(lambda _button: self.start())
         self.cancel_button.on_click(lambda _button: self.cancel())
         super().__init__(children=[
-            widgets.HTML(f"<b>{html.escape(self.title())}</b> "
+            widgets.HTML(f"{_LOG_STYLE}<b>{html.escape(self.title())}</b> "
                          f"<code>{html.escape(registry.registry_host or 'docker.io')}</code>"),
             *self._inputs(),
             self.username, self.password,
