@@ -68,7 +68,7 @@ LAB_URL="http://127.0.0.1:$LAB_PORT/lab/tree/notebooks/01-registry-tour.ipynb?to
 STATE_PREFIX="" STATE_EXPORT=""
 if [ "$REGISTRY_NB_STATE" != /tmp/registry-nb-services ]; then
   STATE_PREFIX="REGISTRY_NB_STATE=$(printf %q "$REGISTRY_NB_STATE") "
-  STATE_EXPORT="  export $STATE_PREFIX
+  STATE_EXPORT="  export ${STATE_PREFIX% }
 "
 fi
 cat <<EOF
