@@ -3,7 +3,9 @@
 :func:`seed_demo_images` pushes a small, fixed set of images into a registry with
 the project's own daemonless push (no Docker engine needed). Every image is built
 reproducibly from generated files with a fixed creation time, so the digests are
-the same on every machine and every run, and seeding twice changes nothing.
+the same on every machine and every run, and seeding twice changes nothing. Each
+layer's history (``created_by``) names the build step that would make it, as a
+Dockerfile would (``COPY data/ /data/``, ``RUN rm …``).
 """
 
 from __future__ import annotations
@@ -83,14 +85,15 @@ def seed_demo_images(registry_url: str = "127.0.0.1:5000", *,
             "hello.txt": b"Hello from a registry_nb demo image!\n",
         })
         push(base, "demo/hello", "1", cmd=["cat", "/hello.txt"],
-             env={"PATH": "/bin"})
+             env={"PATH": "/bin"}, created_by="COPY rootfs/ /")
         hello1 = reg.client.get_manifest("demo/hello", "1")
         reg.client.put_manifest("demo/hello", "latest", hello1.raw, hello1.media_type)
         pushed.append(f"{host}/demo/hello:latest")
 
         app = _write(root / "app", {"app/greeting.txt": b"Hello again, from version 2.\n"})
         push(app, "demo/hello", "2", base=base_ref, workdir="/app",
-             cmd=["cat", "/app/greeting.txt"], labels=_OCI_LABELS, user="1000")
+             cmd=["cat", "/app/greeting.txt"], labels=_OCI_LABELS, user="1000",
+             created_by="COPY greeting.txt /app/")
 
         service = _write(root / "service", {
             "srv/config.ini": b"[server]\nport = 8080\n",
@@ -101,27 +104,30 @@ def seed_demo_images(registry_url: str = "127.0.0.1:5000", *,
         })
         push(service, "demo/app", "1.0", base=base_ref,
              env={"API_TOKEN": "not-a-real-token", "LOG_LEVEL": "info"},
-             entrypoint=["cat"], cmd=["/srv/config.ini"])
+             entrypoint=["cat"], cmd=["/srv/config.ini"],
+             created_by="COPY service/ /")
 
         big = _write(root / "big", {
             "data/random.bin": _noise(3 * 1024 * 1024, seed=1),
             "data/zeros.bin": bytes(4 * 1024 * 1024),
         })
-        push(big, "demo/big", "1", base=base_ref, cmd=["ls", "-l", "/data"])
+        push(big, "demo/big", "1", base=base_ref, cmd=["ls", "-l", "/data"],
+             created_by="COPY data/ /data/")
         # version 2 replaces one file and deletes the other (a whiteout): the bytes of
         # version 1 still travel with every pull, which the audit calls wasted space
         slim = _write(root / "slim", {
             "data/random.bin": _noise(64 * 1024, seed=2),
             "data/.wh.zeros.bin": b"",
         })
-        push(slim, "demo/big", "2", base=f"{host}/demo/big:1")
+        push(slim, "demo/big", "2", base=f"{host}/demo/big:1",
+             created_by="RUN rm /data/zeros.bin && head -c 64K /dev/urandom > /data/random.bin")
 
         children = []
         for platform in ("linux/amd64", "linux/arm64"):
             arch = platform.split("/")[1]
             folder = _write(root / f"arch-{arch}", {"arch.txt": f"built for {platform}\n".encode()})
             result = push(folder, "demo/multiarch", f"1-{arch}", platform=platform,
-                          cmd=["cat", "/arch.txt"])
+                          cmd=["cat", "/arch.txt"], created_by="COPY arch.txt /")
             manifest = reg.client.get_manifest("demo/multiarch", result["digest"])
             assert not isinstance(manifest, Index)
             children.append(manifest.descriptor(platform=Platform.parse(platform)))

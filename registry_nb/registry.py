@@ -28,7 +28,7 @@ from .engine import auth_config as engine_auth_config
 from .errors import EngineError, InvalidReferenceError, RegistryError
 from .frames import size_mb
 from .images.archive import open_local
-from .images.assemble import append_layers, write_layer
+from .images.assemble import DEFAULT_CREATED_BY, append_layers, write_layer
 from .images.copy import DEFAULT_WORKERS as COPY_WORKERS
 from .images.copy import CopyResult, plan_copy, save_to_layout
 from .images.copy import copy_image as copy_between
@@ -475,7 +475,7 @@ class ContainerRegistry:
                              env: dict[str, str] | list[str] | None = None,
                              labels: dict[str, str] | None = None, user: str | None = None,
                              workdir: str | None = None, platform: str | None = None,
-                             created: int | datetime | None = None,
+                             created: int | datetime | None = None, created_by: str | None = None,
                              progress: ProgressCallback | None = None,
                              cancel: threading.Event | None = None) -> dict[str, Any]:
         """Make an image from a folder (one reproducible gzip layer) and push it here.
@@ -484,8 +484,8 @@ class ContainerRegistry:
         reference, e.g. ``127.0.0.1:5000/base:1``) goes underneath, its config kept
         except for the fields given. The layer is reproducible (sorted entries, one
         fixed time — ``created``, else ``$SOURCE_DATE_EPOCH``, else 1970 — root owner,
-        normalised modes), so the same folder and options give the same digest. Base
-        layers are mounted or skipped, never downloaded. Returns the copy's dict plus
+        normalised modes): same folder and options, same digest; history says ``created_by``.
+        Base layers are mounted or skipped, never downloaded. Returns the copy's dict plus
         ``image``, ``base``, ``layer_digest``, ``diff_id`` and
         ``uncompressed_size_bytes`` (of the new layer).
         """
@@ -500,7 +500,7 @@ class ContainerRegistry:
             layer = write_layer(path, Path(tmp) / "layer.tar.gz", prefix=prefix, mtime=created)
             image = append_layers(base_image, [layer], entrypoint=entrypoint, cmd=cmd, env=env,
                                   labels=labels, user=user, workdir=workdir, platform=platform,
-                                  created=created)
+                                  created=created, created_by=created_by or DEFAULT_CREATED_BY)
             result = copy_between(image, self.images.repository(ref.repository), tag=ref.tag,
                                   progress=progress, cancel=cancel)
         return _result(result, image=full,

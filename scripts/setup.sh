@@ -19,5 +19,6 @@ setup_machine() {
     "${PYTHON:-python3}" -m venv .venv
   fi
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[$extras]"
+  # -qq: pip 26 forwards setuptools' boxed "Editable installation" note at -q
+  .venv/bin/python -m pip install -qq -e ".[$extras]"
 }

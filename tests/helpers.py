@@ -351,6 +351,53 @@ def seed_image(
     return digest
 
 
+def seed_index(
+    registry: RegistryService,
+    repo: str,
+    tag: str,
+    platforms: dict[str, dict[str, bytes]],
+) -> dict[str, str]:
+    """Push an OCI index to ``registry/repo:tag`` with one image per platform.
+
+    *platforms* maps ``os/arch[/variant]`` to that image's files. Returns the
+    digests: ``{"index": …, "<platform>": …}``, read back with skopeo.
+    """
+    import tempfile
+
+    digests: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="seed-index-") as tmp:
+        layout = Path(tmp) / "layout"
+        entries = []
+        for name, files in platforms.items():
+            os_name, arch, *variant = name.split("/")
+            platform = {"os": os_name, "architecture": arch,
+                        **({"variant": variant[0]} if variant else {})}
+            image = make_oci_layout(layout, files, tag=name.replace("/", "-"),
+                                    config_overrides=platform)
+            entries.append({"mediaType": OCI_MANIFEST, "digest": image.manifest_digest,
+                            "size": len(image.manifest_bytes), "platform": platform})
+            digests[name] = image.manifest_digest
+        index_bytes = _canonical({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                                  "manifests": entries})
+        index_digest = _write_blob(layout, index_bytes)
+        top_path = layout / "index.json"
+        top = json.loads(top_path.read_text())
+        top["manifests"].append({"mediaType": OCI_INDEX, "digest": index_digest,
+                                 "size": len(index_bytes), "annotations": {REF_NAME: tag}})
+        top_path.write_bytes(_canonical(top))
+        args = ["copy", "--quiet", "--all", "--dest-tls-verify=false", "--preserve-digests"]
+        c = _creds_arg(registry.creds)
+        if c:
+            args += ["--dest-creds", c]
+        ref = registry.ref(repo, tag)
+        skopeo(*args, f"oci:{layout}:{tag}", _docker_ref(ref))
+    digests["index"] = skopeo_digest(ref, registry.creds)
+    if digests["index"] != index_digest:
+        raise AssertionError(f"registry serves {digests['index']} for {ref}, "
+                             f"layout had {index_digest}")
+    return digests
+
+
 # --------------------------------------------------------------------------
 # docker build context and token helpers
 # --------------------------------------------------------------------------

@@ -126,3 +126,97 @@ def test_empty_frames_draw_a_note(draw) -> None:
     assert isinstance(fig, Figure) and bars(fig) == []
     assert "no " in texts(fig)
     renders(fig)
+
+
+# -- pictures in notebooks and human units --------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def displayed(obj) -> dict:
+    """What IPython puts in a notebook for ``obj`` as a cell's value or through
+    ``display()``: a fresh formatter, no ``%matplotlib``, no pyplot."""
+    from IPython.core.formatters import DisplayFormatter
+
+    data, _metadata = DisplayFormatter().format(obj)
+    return data
+
+
+def png_width(data: bytes) -> int:
+    assert data.startswith(PNG)
+    return int.from_bytes(data[16:20], "big")  # IHDR width
+
+
+def _layers(*sizes: int) -> pd.DataFrame:
+    return build_frame([{"index": i, "size_bytes": s, "created_by": f"COPY part{i} /srv/"}
+                        for i, s in enumerate(sizes)], LAYER_COLUMNS)
+
+
+_AUDIT = pd.DataFrame([
+    {"repository": "a", "tag": "1", "digest": "sha256:1", "size_bytes": 3 * MB,
+     "findings": ["runs-as-root"], "age_days": 3.0},
+    {"repository": "b", "tag": "1", "digest": "sha256:2", "size_bytes": MB,
+     "findings": [], "age_days": 400.0},
+])
+
+
+@pytest.mark.parametrize("draw", [
+    lambda: charts.size_by_repository(_AUDIT),
+    lambda: charts.layer_sizes(_layers(2 * MB, MB)),
+    lambda: charts.age_histogram(_AUDIT),
+    lambda: charts.findings_by_rule(_AUDIT),
+    lambda: charts.findings_by_rule(_AUDIT.iloc[:0]),  # the "no findings" note too
+], ids=["size_by_repository", "layer_sizes", "age_histogram", "findings_by_rule", "empty"])
+def test_charts_display_as_pictures_without_pyplot(draw) -> None:
+    fig = draw()
+    assert isinstance(fig, Figure)  # still a Figure: savefig, axes, etc.
+    data = displayed(fig)
+    assert png_width(data["image/png"]) >= 600
+    assert data["text/plain"].startswith("<")  # the repr is only the text fallback
+
+
+def test_widget_layer_chart_displays_as_a_picture() -> None:
+    from registry_nb.widgets import layer_chart
+
+    data = displayed(layer_chart(_layers(237, 170), title="demo/hello:2"))
+    assert png_width(data["image/png"]) >= 600
+
+
+@pytest.mark.parametrize("largest, unit", [
+    (237, "B"), (45_000, "kB"), (3_151_757, "MB"), (2_500_000_000, "GB")])
+def test_layer_charts_use_human_units(largest: int, unit: str) -> None:
+    from registry_nb.widgets import layer_chart
+
+    frame = _layers(largest, largest // 3)
+    for fig, axis in ((charts.layer_sizes(frame), "y"), (layer_chart(frame), "x")):
+        renders(fig)  # tick labels are set when the figure is drawn
+        ax = fig.axes[0]
+        label = ax.get_ylabel() if axis == "y" else ax.get_xlabel()
+        assert f"({unit}" in label, label
+        labels = ax.get_yticklabels() if axis == "y" else ax.get_xticklabels()
+        ticks = [t.get_text() for t in labels if t.get_text()]
+        values = [float(t.replace(",", "")) for t in ticks]
+        assert max(values) >= 1, ticks  # never 0.00016 (MB) for a 160-byte layer
+        assert all(len(t) <= 5 for t in ticks), ticks
+        # the bars are in the axis unit: the largest one reads as its size in that unit
+        heights = [b.get_height() if axis == "y" else b.get_width() for b in bars(fig)]
+        scale = {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}[unit]
+        assert max(heights) == pytest.approx(largest / scale)
+
+
+def test_size_by_repository_uses_human_units() -> None:
+    small = pd.DataFrame([{"repository": "tiny", "tag": "1", "digest": "sha256:1",
+                           "size_bytes": 773}])
+    fig = charts.size_by_repository(small)
+    renders(fig)
+    assert "(B" in fig.axes[0].get_xlabel()
+    assert "773 B / 773 B" in texts(fig)
+
+
+def test_age_histogram_of_alike_ages_shows_a_visible_bar() -> None:
+    fig = charts.age_histogram(pd.DataFrame({"age_days": [1051.4] * 9}))
+    renders(fig)
+    drawn = bars(fig)
+    assert sum(b.get_height() for b in drawn) == 9
+    left, right = fig.axes[0].get_xlim()
+    assert max(b.get_width() for b in drawn) > (right - left) / 40  # a bar, not a hairline

@@ -73,3 +73,15 @@ def test_binder_start_script_starts_a_registry_and_seeds_it(tmp_path):
     finally:
         subprocess.run([sys.executable, str(ROOT / "scripts" / "services.py"), "stop"],
                        env=env, capture_output=True, timeout=60)
+
+
+def test_demo_history_names_the_build_step_of_each_layer(open_registry):
+    """The tour says the config's history names the step that made each layer."""
+    seed_demo_images(open_registry.host, say=lambda _: None)
+    reg = ContainerRegistry(open_registry.host)
+    steps = list(reg.layers_frame("demo/big", "2")["created_by"])
+    assert steps == ["COPY rootfs/ /", "COPY data/ /data/",
+                     "RUN rm /data/zeros.bin && head -c 64K /dev/urandom > /data/random.bin"]
+    for repo, tag in [("demo/hello", "2"), ("demo/app", "1.0"), ("demo/multiarch", "1")]:
+        for step in reg.layers_frame(repo, tag)["created_by"]:
+            assert step.split()[0] in {"COPY", "RUN"}, (repo, tag, step)

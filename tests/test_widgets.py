@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import docker
 import ipywidgets as widgets
 import pytest
-from helpers import busybox_build_context, seed_image, skopeo_digest
+from helpers import busybox_build_context, seed_image, seed_index, skopeo_digest
 
 from registry_nb import ContainerRegistry
 from registry_nb.engine import Engine
@@ -27,6 +27,7 @@ from registry_nb.errors import (
     AuthenticationError,
     BuildError,
     ImageNotFoundError,
+    InvalidReferenceError,
     OperationCancelled,
 )
 from registry_nb.widgets import (
@@ -35,6 +36,7 @@ from registry_nb.widgets import (
     PullForm,
     PushForm,
     RegistryBrowser,
+    human_bytes,
     instruction,
     parse_build_args,
 )
@@ -66,6 +68,11 @@ def all_widgets(root: widgets.Widget) -> Iterator[widgets.Widget]:
 def output_text(out: widgets.Output) -> str:
     """Everything an Output shows, as one string (stream text and display data)."""
     return json.dumps(out.outputs)
+
+
+def stream_text(out: widgets.Output) -> str:
+    """The text an Output shows from its streams (what a person reads)."""
+    return "".join(o.get("text", "") for o in out.outputs if o.get("output_type") == "stream")
 
 
 def has_png(out: widgets.Output) -> bool:
@@ -362,7 +369,9 @@ def test_build_failure_and_bad_build_args(reg, unique_repo, tmp_path):
     assert "Failed" in form.status.value
     assert "Fix the failing step" in form.status.value
     assert "about-to-fail" in form.log_text
-    assert "last build output" in output_text(form.result_panel)
+    # the build's output shows once: in the log, not again in the log or result panel
+    shown = (stream_text(form.log_output) + stream_text(form.result_panel)).splitlines()
+    assert shown.count("about-to-fail") == 1, shown
 
     form.build_args.value = "GOOD=1\nBAD LINE"
     form.run_button.click()
@@ -513,3 +522,86 @@ def test_browser_refresh_and_errors(reg, open_registry, unique_repo):
     assert down.error is not None
     assert "Failed" in down.status.value
     assert down.repositories.options == ()
+
+
+# -- details a newcomer sees (issue 14) ---------------------------------------------
+
+
+def test_log_follows_its_newest_line(reg):
+    """The log box scrolls by itself to its newest line: a column-reverse flex box keeps
+    the scroll position anchored at the end (the browser test checks it on screen)."""
+    form = PullForm(reg)
+    layout = form.log_output.layout
+    assert layout.display == "flex" and layout.flex_flow == "column-reverse"
+    assert layout.overflow == "auto" and layout.max_height  # still a bounded, scrolling box
+
+
+def test_build_bar_and_result_agree_on_the_size(reg, open_registry, unique_repo, tmp_path):
+    """docker's push progress counts a layer's file content (its ``Size``), the result
+    the compressed blob the registry stores; the form ends on the registry's figure."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "hello.txt").write_text(f"Hello from a form build! {uuid.uuid4().hex}\n")
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY hello.txt /hello.txt\n")
+    form = BuildForm(reg, dockerfile=str(ctx), image=unique_repo, tag="1")
+    form.run_button.click()
+    result = form.wait(120)
+    stored = result["push_result"]["size_bytes"]
+    layers = reg.layers_frame(unique_repo, "1")
+    assert stored == int(layers["size_bytes"].sum()) and stored > 100  # a gzip tar, not 58 B
+    assert human_bytes(stored) in form.transfer.value, form.transfer.value
+    content = len((ctx / "hello.txt").read_bytes())
+    assert human_bytes(content) not in form.transfer.value  # docker's figure is gone
+    rows = shown_layer_rows(form)
+    assert len(rows) == 1 and human_bytes(stored) in rows[0].text.value
+    assert f"<td style=\\\"text-align:left;padding:1px 0\\\">{stored}</td>" in \
+        output_text(form.result_panel)  # the result's size_bytes
+
+
+def test_browser_shows_the_platforms_of_an_index_and_picks_one(reg, open_registry,
+                                                                unique_repo):
+    digests = seed_index(open_registry, unique_repo, "multi", {
+        "linux/amd64": {"amd.txt": b"amd64 files\n"},
+        "linux/arm64/v8": {"arm.txt": b"arm64 files\n", "more.txt": b"two layers? no\n"},
+    })
+    seed_image(open_registry, unique_repo, "single")
+    browser = RegistryBrowser(reg)
+    browser.wait(60)
+    browser.repositories.value = unique_repo
+    browser.wait(30)
+    assert "linux/amd64, linux/arm64/v8" in browser.tags_table.value  # the platforms column
+    assert browser.platform.layout.display == "none"  # nothing picked yet
+
+    browser.tags.value = "multi"
+    browser.wait(30)
+    assert browser.platform.layout.display != "none"
+    assert browser.platform.options == ("linux/amd64", "linux/arm64/v8")
+    assert browser.platform.value == "linux/amd64" == browser.summary["platform"]
+    first_chart = browser.chart_png
+    assert "2 platforms" in browser.details.value
+
+    browser.platform.value = "linux/arm64/v8"
+    browser.wait(30)
+    assert browser.summary["platform"] == "linux/arm64/v8"
+    assert browser.chart_png != first_chart and has_png(browser.chart)
+    assert digests["linux/arm64/v8"][:19] in browser.details.value
+
+    browser.tags.value = "single"
+    browser.wait(30)
+    assert browser.platform.layout.display == "none"
+    assert browser.summary["platform"] == "linux/amd64"
+
+
+def test_pull_form_takes_a_name_with_its_tag(reg, open_registry, unique_repo, docker_client):
+    """``repo:tag`` typed into the image field, the Tag field left at its default."""
+    seed_image(open_registry, unique_repo, "1", files={"a.txt": b"a\n"}, layers=1)
+    form = PullForm(reg, image=f"{unique_repo}:1")
+    assert form.tag.value == "latest"
+    form.run_button.click()
+    result = form.wait(60)
+    assert result["image"] == f"{open_registry.host}/{unique_repo}:1"
+    form = PullForm(reg, image=f"{unique_repo}:1", tag="2")
+    form.run_button.click()
+    with pytest.raises(InvalidReferenceError, match="disagree"):
+        form.wait(60)
+    assert "disagree" in form.status.value

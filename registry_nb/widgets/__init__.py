@@ -14,7 +14,7 @@ Importing this module imports ipywidgets; ``import registry_nb`` does not.
 
 from __future__ import annotations
 
-from ._common import FormInputError
+from ._common import FormInputError, human_bytes
 from .browser import RegistryBrowser, config_summary
 from .charts import figure_png, instruction, layer_chart
 from .forms import BuildForm, OperationForm, PullForm, PushForm, parse_build_args
@@ -31,4 +31,5 @@ __all__ = [
     "layer_chart",
     "figure_png",
     "instruction",
+    "human_bytes",
 ]

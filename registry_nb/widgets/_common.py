@@ -1,4 +1,5 @@
-"""Small pieces the forms and the browser share: sync holding, formatting, errors."""
+"""Small pieces the forms and the browser share: sync holding, formatting, errors,
+build-args parsing."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from ..charts import human_bytes
 from ..errors import RegistryError
 
-__all__ = ["FormInputError", "held", "human_bytes", "ensure_shell", "describe_error",
-           "status_html", "kv_table", "SpeedMeter", "BoundedLog"]
+__all__ = ["FormInputError", "parse_build_args", "held", "human_bytes", "ensure_shell",
+           "describe_error", "status_html", "kv_table", "SpeedMeter", "BoundedLog"]
 
 #: Colours of the status line by state.
 STATE_COLORS = {"idle": "#555", "running": "#1f618d", "success": "#1e8449",
@@ -25,6 +27,21 @@ class FormInputError(RegistryError, ValueError):
     """A form field holds something the operation cannot use."""
 
 
+def parse_build_args(text: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines to a dict; blank lines and ``#`` comments are skipped."""
+    args: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise FormInputError(f"build args line {number} ({line!r}) is not KEY=VALUE",
+                                 hint="Write one KEY=VALUE per line.")
+        args[key.strip()] = value
+    return args
+
+
 @contextlib.contextmanager
 def held(*items: widgets.Widget) -> Iterator[None]:
     """``hold_sync()`` on every widget: each sends at most one update on exit."""
@@ -32,18 +49,6 @@ def held(*items: widgets.Widget) -> Iterator[None]:
         for item in items:
             stack.enter_context(item.hold_sync())
         yield
-
-
-def human_bytes(n: float | None) -> str:
-    """``1234567`` -> ``"1.23 MB"`` (decimal units, as the frames' ``size_mb``)."""
-    if n is None:
-        return "?"
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(value) < 1000 or unit == "GB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.2f} {unit}"
-        value /= 1000
-    return f"{value:.2f} TB"  # pragma: no cover - loop always returns
 
 
 def ensure_shell() -> None:

@@ -1,5 +1,8 @@
 """RegistryBrowser: repositories (filtered) -> tags table -> one tag's layers and config.
 
+A tag that is an index (several platforms) says so in the tags table and in its
+details, and a platform picker chooses which image's layers and config to show.
+
 Every registry call runs on a worker thread; the widgets, created here on the
 main thread, only get values set (inside ``hold_sync()``). The catalog is read
 page by page and the list shows the first page while the rest loads, redrawn
@@ -21,7 +24,7 @@ import ipywidgets as widgets
 import pandas as pd
 from IPython.display import Image
 
-from ..oci import ImageConfig
+from ..oci import ImageConfig, Index
 from ..registry import ContainerRegistry
 from ._common import describe_error, ensure_shell, held, human_bytes, kv_table
 from .charts import figure_png, layer_chart
@@ -31,8 +34,8 @@ __all__ = ["RegistryBrowser", "config_summary"]
 log = logging.getLogger(__name__)
 
 #: Columns of the tags table, in order (from ``registry_images_frame``).
-TABLE_COLUMNS = ("tag", "digest", "size_bytes", "layer_count", "created", "architecture", "os",
-                 "error")
+TABLE_COLUMNS = ("tag", "platforms", "digest", "size_bytes", "layer_count", "created",
+                 "architecture", "os", "error")
 
 
 def config_summary(config: ImageConfig) -> dict[str, Any]:
@@ -84,6 +87,9 @@ def _table_html(frame: pd.DataFrame) -> str:
     if "created" in view:
         view["created"] = view["created"].map(
             lambda t: t.strftime("%Y-%m-%d %H:%M") if pd.notna(t) else "")
+    if "platforms" in view:  # an index: the platforms it holds
+        view["platforms"] = view["platforms"].map(
+            lambda p: ", ".join(map(str, p)) if isinstance(p, (list, tuple)) else "")
     view = view.fillna("")
     return _TABLE_STYLE + view.to_html(index=False, escape=True, border=0,
                                        classes="registry-nb-tags")
@@ -91,10 +97,11 @@ def _table_html(frame: pd.DataFrame) -> str:
 
 class RegistryBrowser(widgets.VBox):
     """Browse a registry: filter repositories, see a repository's tags, pick a tag to see
-    its layer chart and config summary.
+    its layer chart and config summary; for an index, pick one of its platforms.
 
-    ``repositories``, ``tags`` (Selects), ``filter`` (Text) and ``refresh_button`` are
-    what a person uses; ``all_repositories``, ``frame`` (the tags DataFrame),
+    ``repositories``, ``tags`` (Selects), ``platform`` (a Dropdown shown for an
+    index), ``filter`` (Text) and ``refresh_button`` are what a person uses;
+    ``all_repositories``, ``frame`` (the tags DataFrame),
     ``summary`` (of the selected tag), ``chart_png`` and ``error`` can be read, and
     :meth:`wait` waits for the loads in flight. ``max_options`` bounds the list shown
     (filter to see the rest).
@@ -129,6 +136,10 @@ class RegistryBrowser(widgets.VBox):
         self.tags = widgets.Select(options=[], rows=14, description="Tags",
                                    layout=widgets.Layout(width="260px"),
                                    style={"description_width": "40px"})
+        self.platform = widgets.Dropdown(options=[], description="Platform",
+                                         layout=widgets.Layout(width="360px", display="none"),
+                                         style={"description_width": "90px"})
+        self.platform.add_class("registry-nb-platform")
         self.tags_table = widgets.HTML("")
         self.details = widgets.HTML("")
         self.chart = widgets.Output()
@@ -137,12 +148,14 @@ class RegistryBrowser(widgets.VBox):
         self.filter.observe(lambda _change: self._show_repositories(), names="value")
         self.repositories.observe(self._on_repository, names="value")
         self.tags.observe(self._on_tag, names="value")
+        self.platform.observe(self._on_platform, names="value")
         self.refresh_button.on_click(lambda _button: self.refresh())
         super().__init__(children=[
             widgets.HTML(f"<b>Registry</b> <code>{html.escape(registry.registry_host)}</code>"),
             widgets.HBox([self.filter, self.refresh_button]),
             self.status,
             widgets.HBox([self.repositories, self.tags]),
+            self.platform,
             self.tags_table,
             self.details,
             self.chart,
@@ -276,7 +289,8 @@ class RegistryBrowser(widgets.VBox):
     def _request_tags(self, repository: str) -> None:
         gen = self._bump("tags")
         self._bump("details")
-        with held(self.tags, self.tags_table, self.details, self.chart):
+        with held(self.tags, self.tags_table, self.details, self.chart, self.platform.layout):
+            self.platform.layout.display = "none"
             self._quiet = True
             try:
                 self.tags.options = ()
@@ -308,24 +322,53 @@ class RegistryBrowser(widgets.VBox):
     def _on_tag(self, change: dict[str, Any]) -> None:
         if self._quiet or not change["new"]:
             return
+        self._request_details(change["new"], None)  # an index: the default platform first
+
+    def _on_platform(self, change: dict[str, Any]) -> None:
+        if self._quiet or not change["new"] or not self.tags.value:
+            return
+        self._request_details(self.tags.value, change["new"])
+
+    def _request_details(self, tag: str, platform: str | None) -> None:
         repository = self.repositories.value
         if not repository:
             return
         gen = self._bump("details")
         with held(self.details, self.chart):
-            self.details.value = f"<i>Loading {html.escape(repository)}:" \
-                                 f"{html.escape(change['new'])}…</i>"
+            shown = f"{repository}:{tag}" + (f" ({platform})" if platform else "")
+            self.details.value = f"<i>Loading {html.escape(shown)}…</i>"
             self.chart.outputs = ()
-        self._spawn("details", lambda: self._load_details(repository, change["new"], gen))
+        self._spawn("details", lambda: self._load_details(repository, tag, platform, gen))
 
-    def _load_details(self, repository: str, tag: str, gen: int) -> None:
-        summary = config_summary(self.registry.image_config(repository, tag))
-        frame = self.registry.layers_frame(repository, tag)
-        png = figure_png(layer_chart(frame, title=f"{repository}:{tag}"))
+    def _load_details(self, repository: str, tag: str, platform: str | None, gen: int) -> None:
+        top = self.registry.client.get_manifest(repository, tag)
+        platforms: list[str] = []
+        header = ""
+        if isinstance(top, Index):
+            chosen = top.select(platform)
+            platform = str(chosen.platform)
+            platforms = [str(p) for p in top.platforms]
+            header = (f'<div class="registry-nb-index"><b>Index</b> of {len(platforms)} '
+                      f"platforms ({html.escape(', '.join(platforms))}); showing "
+                      f"<code>{html.escape(platform)}</code>: "
+                      f"<code>{html.escape(chosen.digest[:19])}…</code></div>")
+        summary = config_summary(self.registry.image_config(repository, tag, platform=platform))
+        frame = self.registry.layers_frame(repository, tag, platform=platform)
+        title = f"{repository}:{tag}" + (f" ({platform})" if platforms else "")
+        png = figure_png(layer_chart(frame, title=title))
         if not self._current("details", gen):
             return
         self.summary, self.chart_png = summary, png
-        with held(self.details, self.chart):
-            self.details.value = _summary_html(summary)
+        with held(self.details, self.chart, self.platform, self.platform.layout):
+            self._quiet = True
+            try:
+                if platforms:
+                    if tuple(self.platform.options) != tuple(platforms):
+                        self.platform.options = platforms
+                    self.platform.value = platform
+                self.platform.layout.display = "flex" if platforms else "none"
+            finally:
+                self._quiet = False
+            self.details.value = header + _summary_html(summary)
             self.chart.outputs = ()
             self.chart.append_display_data(Image(data=png, format="png"))

@@ -1,8 +1,9 @@
 """The forms' and the browser's layer chart: compressed size per layer, by instruction.
 
-Figures are built with :class:`matplotlib.figure.Figure` (no ``pyplot``, no GUI
-backend), so they are safe on worker threads and under Agg; :func:`figure_png`
-renders one to PNG bytes for ``Output.append_display_data``.
+Figures are :class:`~registry_nb.charts.ChartFigure` (no ``pyplot``, no GUI
+backend), so they are safe on worker threads and under Agg and draw themselves
+when shown in a notebook; :func:`figure_png` renders one to PNG bytes for
+``Output.append_display_data``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..charts import ChartFigure, bytes_axis
 from ._common import human_bytes
 
 __all__ = ["instruction", "layer_chart", "figure_png"]
@@ -21,7 +23,6 @@ _NOP = re.compile(r"^/bin/sh -c #\(nop\)\s*")
 _SHELL = re.compile(r"^(?:\|\d+(?:\s+\S+=\S*)*\s+)?/bin/sh -c\s+")
 _HASHED = re.compile(r"\b(file|dir|multi):([0-9a-f]{12})[0-9a-f]{52}\b")
 _BUILDKIT = re.compile(r"\s*#\s*buildkit\s*$")
-_MB = 1_000_000
 
 
 def instruction(created_by: object, limit: int = 60) -> str:
@@ -48,7 +49,7 @@ def _literal(text: str) -> str:
     return text.replace("$", r"\$")
 
 
-def layer_chart(frame: pd.DataFrame, title: str = "Layers") -> Figure:
+def layer_chart(frame: pd.DataFrame, title: str = "Layers") -> ChartFigure:
     """Horizontal bars, one per layer from the bottom layer down, labelled with the
     instruction that made it and its compressed size.
 
@@ -56,7 +57,7 @@ def layer_chart(frame: pd.DataFrame, title: str = "Layers") -> Figure:
     (``index``, ``size_bytes``, ``created_by``).
     """
     count = len(frame)
-    fig = Figure(figsize=(8, 1.6 + 0.38 * max(count, 1)), layout="constrained", dpi=90)
+    fig = ChartFigure(figsize=(8, 1.6 + 0.38 * max(count, 1)), layout="constrained", dpi=90)
     ax = fig.add_subplot()
     total = int(pd.to_numeric(frame.get("size_bytes"), errors="coerce").fillna(0).sum()) \
         if count else 0
@@ -73,13 +74,14 @@ def layer_chart(frame: pd.DataFrame, title: str = "Layers") -> Figure:
     created_by = frame["created_by"] if "created_by" in frame.columns else [None] * count
     labels = [_literal(f"{i}  {instruction(c)}") for i, c in zip(index, created_by, strict=True)]
     positions = list(range(count))
-    ax.barh(positions, sizes / _MB, color="#2e86c1", height=0.6)
+    scale, _ = bytes_axis(ax, "x", float(sizes.max()), "compressed size")
+    ax.barh(positions, sizes / scale, color="#2e86c1", height=0.6)
     for y, size in zip(positions, sizes, strict=True):
-        ax.text(size / _MB, y, f" {human_bytes(size)}", va="center", fontsize=8, color="0.2")
+        ax.text(size / scale, y, f" {human_bytes(size)}", va="center", fontsize=8, color="0.2")
     ax.set_yticks(positions, labels, fontsize=8)
     ax.invert_yaxis()  # bottom layer first, read top to bottom like the Dockerfile
     ax.margins(x=0.2)
-    ax.set_xlabel("compressed size (MB, 10^6 bytes)", fontsize=8)
+    ax.xaxis.label.set_fontsize(8)
     ax.tick_params(axis="x", labelsize=8)
     ax.grid(axis="x", alpha=0.3)
     return fig

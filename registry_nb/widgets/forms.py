@@ -23,30 +23,26 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import ipywidgets as widgets
+import pandas as pd
 from IPython.display import HTML, Image
 
 from ..errors import BuildError, OperationCancelled, RegistryError
-from ..progress import (
-    ProgressAggregator,
-    ProgressCallback,
-    ProgressEvent,
-    ProgressSnapshot,
-    Throttle,
-)
+from ..progress import ProgressCallback, ProgressEvent, Throttle
 from ..registry import ContainerRegistry
 from ..remote.credentials import RegistryCredentials
 from ._common import (
     BoundedLog,
     FormInputError,
-    SpeedMeter,
     describe_error,
     ensure_shell,
     held,
     human_bytes,
     kv_table,
+    parse_build_args,
     status_html,
 )
 from .charts import figure_png, layer_chart
+from .tracking import BuildTracker, LayerRow, Tracker
 
 __all__ = ["OperationForm", "PushForm", "PullForm", "BuildForm", "parse_build_args"]
 
@@ -54,56 +50,9 @@ log = logging.getLogger(__name__)
 
 _WIDE = widgets.Layout(width="420px")
 _LABEL_STYLE = {"description_width": "110px"}
-
-
-def parse_build_args(text: str) -> dict[str, str]:
-    """``KEY=VALUE`` lines to a dict; blank lines and ``#`` comments are skipped."""
-    args: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or not key.strip():
-            raise FormInputError(f"build args line {number} ({line!r}) is not KEY=VALUE",
-                                 hint="Write one KEY=VALUE per line.")
-        args[key.strip()] = value
-    return args
-
-
-class _LayerRow:
-    """One layer's bar: short id, progress, bytes and status."""
-
-    def __init__(self) -> None:
-        self.name = widgets.Label(layout=widgets.Layout(width="110px"))
-        self.bar = widgets.FloatProgress(value=0, min=0, max=100,
-                                         layout=widgets.Layout(width="240px"))
-        self.text = widgets.Label()
-        self.box = widgets.HBox([self.name, self.bar, self.text],
-                                layout=widgets.Layout(display="none"))
-        self.box.add_class("registry-nb-layer")
-        self.widgets = (self.name, self.bar, self.text, self.box, self.box.layout)
-
-    def hide(self) -> None:
-        self.box.layout.display = "none"
-        self.bar.value = 0
-        self.bar.bar_style = ""
-
-    def show(self, layer: Any) -> None:
-        """Show ``layer`` (a :class:`~registry_nb.progress.LayerProgress`)."""
-        self.box.layout.display = "flex"
-        self.name.value = layer.layer[:12]
-        if layer.completed:
-            percent = 100.0
-        elif layer.total:
-            percent = 100.0 * min(layer.current / layer.total, 1.0)
-        else:
-            percent = 0.0
-        self.bar.value = percent
-        self.bar.bar_style = "success" if layer.completed else ""
-        size = (f"{human_bytes(layer.current)} / {human_bytes(layer.total)}"
-                if layer.total else "")
-        self.text.value = " · ".join(p for p in (layer.status, size) if p)
+#: The log box is a column-reverse flex box (see ``log_output``); its one child (the
+#: output area) must keep its height for the box to scroll instead of squeezing it.
+_LOG_STYLE = "<style>.registry-nb-log > * {flex-shrink: 0}</style>"
 
 
 class OperationForm(widgets.VBox):
@@ -143,7 +92,7 @@ class OperationForm(widgets.VBox):
         self._done.set()
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
-        self._rows: list[_LayerRow] = []
+        self._rows: list[LayerRow] = []
 
         self.username = widgets.Text(description="Username", placeholder="optional",
                                      style=_LABEL_STYLE, layout=_WIDE)
@@ -159,11 +108,15 @@ class OperationForm(widgets.VBox):
                                               layout=widgets.Layout(width="420px"))
         self.progress.add_class("registry-nb-overall")
         self.transfer = widgets.Label("")
+        self.transfer.add_class("registry-nb-transfer")
         self.layers_box = widgets.VBox([])
         self.layers_more = widgets.Label("", layout=widgets.Layout(display="none"))
         self.status = widgets.HTML(status_html("idle", "Ready."))
+        # column-reverse: the browser keeps a scrolled box's view at its end, so the
+        # log follows its newest line (until the reader scrolls up to read)
         self.log_output = widgets.Output(layout=widgets.Layout(
-            max_height="180px", overflow="auto", border="1px solid #ddd"))
+            max_height="180px", overflow="auto", border="1px solid #ddd", display="flex",
+            flex_flow="column-reverse"))
         self.log_output.add_class("registry-nb-log")
         self.result_panel = widgets.Output()
         self.result_panel.add_class("registry-nb-result")
@@ -172,7 +125,7 @@ class OperationForm(widgets.VBox):
         self.run_button.on_click(lambda _button: self.start())
         self.cancel_button.on_click(lambda _button: self.cancel())
         super().__init__(children=[
-            widgets.HTML(f"<b>{html.escape(self.title())}</b> "
+            widgets.HTML(f"{_LOG_STYLE}<b>{html.escape(self.title())}</b> "
                          f"<code>{html.escape(registry.registry_host or 'docker.io')}</code>"),
             *self._inputs(),
             self.username, self.password,
@@ -209,6 +162,10 @@ class OperationForm(widgets.VBox):
 
     def _describe(self, result: dict[str, Any]) -> str:
         return f"{self.done_verb} {result.get('image', '')}"
+
+    def _stored_size(self, result: dict[str, Any]) -> int | None:
+        """The compressed bytes the registry holds for the result (push, build), else None."""
+        return None
 
     # ------------------------------------------------------------ public API
 
@@ -306,11 +263,11 @@ class OperationForm(widgets.VBox):
     def _ensure_rows(self) -> None:
         """Create the layer bars once, on the calling (main) thread; the worker shows them."""
         if not self._rows:
-            self._rows = [_LayerRow() for _ in range(self.max_layer_bars)]
+            self._rows = [LayerRow() for _ in range(self.max_layer_bars)]
             self.layers_box.children = [row.box for row in self._rows]
 
-    def _new_tracker(self) -> _Tracker:
-        return _Tracker()
+    def _new_tracker(self) -> Tracker:
+        return Tracker()
 
     def _work(self, params: dict[str, Any], credentials: RegistryCredentials | None) -> None:
         """The worker thread: run, redraw (throttled), then show the outcome."""
@@ -365,7 +322,7 @@ class OperationForm(widgets.VBox):
             self._running = False
             self._done.set()
 
-    def _redraw(self, tracker: _Tracker, final: bool = False) -> None:
+    def _redraw(self, tracker: Tracker, final: bool = False) -> None:
         """Set the live widgets from the tracker (worker thread, inside hold_sync)."""
         self.redraws += 1
         snap = tracker.layer_snapshot()
@@ -393,7 +350,7 @@ class OperationForm(widgets.VBox):
                                                     f"{tracker.headline()}")
             self._log.flush()
 
-    def _finish(self, tracker: _Tracker, params: dict[str, Any], registry: ContainerRegistry,
+    def _finish(self, tracker: Tracker, params: dict[str, Any], registry: ContainerRegistry,
                 result: dict[str, Any] | None, error: BaseException | None,
                 elapsed: float) -> None:
         """Show the outcome: success (with chart), simulated, cancelled or failed."""
@@ -424,24 +381,51 @@ class OperationForm(widgets.VBox):
             self.status.value = status_html("success", self._describe(result),
                                             f"in {elapsed:.1f} s; loading the layer chart…")
             self.result_panel.append_display_data(HTML(kv_table(result)))
+        name, tag = self._chart_target(params)
         with held(self.status, self.result_panel):
-            note = self._show_chart(registry, *self._chart_target(params),
-                                    title=str(result.get("image", "")))
+            frame, note = self._show_chart(registry, name, tag,
+                                           title=str(result.get("image", "")))
             self.status.value = status_html("success", self._describe(result),
                                             f"in {elapsed:.1f} s{note}")
+        stored = self._stored_size(result)
+        if stored is not None and frame is not None:
+            self._show_stored(tracker, registry, name, tag, frame, stored)
 
-    def _show_chart(self, registry: ContainerRegistry, name: str, tag: str, title: str) -> str:
-        """Append the layer chart to the result panel; return a note if it failed."""
+    def _show_chart(self, registry: ContainerRegistry, name: str, tag: str,
+                    title: str) -> tuple[pd.DataFrame | None, str]:
+        """Append the layer chart to the result panel; return the layers frame (None if
+        it could not be read) and a note if the chart failed."""
         try:
             frame = registry.layers_frame(name, tag)
             png = figure_png(layer_chart(frame, title=title or f"{name}:{tag}"))
         except Exception as exc:
             message, _ = describe_error(exc, "")
             self.result_panel.append_stdout(f"(no layer chart: {message})\n")
-            return f" (no layer chart: {message})"
+            return None, f" (no layer chart: {message})"
         self.chart_png = png
         self.result_panel.append_display_data(Image(data=png, format="png"))
-        return ""
+        return frame, ""
+
+    def _show_stored(self, tracker: Tracker, registry: ContainerRegistry, name: str,
+                     tag: str, frame: pd.DataFrame, stored: int) -> None:
+        """End on the registry's sizes: docker's push progress counts each layer's file
+        content (its ``Size``: 29 B for a 29-byte file), the registry stores the
+        compressed tar (139 B), which is what the result and the chart say."""
+        sizes: dict[str, int] = {}
+        try:  # docker names a pushed layer by its diff_id's first 12 hex digits
+            diff_ids = registry.image_config(name, tag).diff_ids
+            sizes = {d.split(":", 1)[-1][:12]: int(size)
+                     for d, size in zip(diff_ids, frame["size_bytes"], strict=False)}
+        except Exception:  # the total below still agrees with the result
+            log.debug("layer sizes of %s:%s not read", name, tag, exc_info=True)
+        layers = list(tracker.layer_snapshot().layers.values())
+        rows = list(zip(self._rows, layers, strict=False))
+        with held(self.transfer, *(row.text for row, _ in rows)):
+            for row, layer in rows:
+                if layer.layer in sizes:
+                    row.text.value = " · ".join(p for p in (
+                        layer.status, f"{human_bytes(sizes[layer.layer])} compressed") if p)
+            self.transfer.value = tracker.stored_text(stored)
 
     def _show_error(self, error: BaseException) -> None:
         cancelled = isinstance(error, OperationCancelled)
@@ -453,7 +437,12 @@ class OperationForm(widgets.VBox):
             headline = f"Failed: {message}"
         detail = ""
         if isinstance(error, BuildError) and error.log_tail:
-            detail = f"\n--- last build output ---\n{error.log_tail}\n"
+            # the log already shows the build's output; add only lines it lacks
+            shown = set(self._log.lines)
+            missing = [line for line in error.log_tail.splitlines()
+                       if line.strip() and line.rstrip() not in shown]
+            if missing:
+                detail = "\n--- build output not in the log ---\n" + "\n".join(missing) + "\n"
         if not isinstance(error, RegistryError):
             detail += "".join(traceback.format_exception(error))
         with held(self.progress, self.status, self.result_panel):
@@ -468,98 +457,20 @@ class OperationForm(widgets.VBox):
         return "Check the inputs and try again."
 
 
-class _Tracker:
-    """What a form knows about its run: an aggregator, speed, log de-duplication."""
-
-    def __init__(self) -> None:
-        self.aggregator = ProgressAggregator()
-        self.speed = SpeedMeter()
-        self._last_status: dict[str | None, str] = {}
-        self._recent: float | None = None
-
-    def update(self, event: ProgressEvent) -> None:
-        self.aggregator.update(event)
-
-    def layer_snapshot(self) -> ProgressSnapshot:
-        """The snapshot whose layers get bars."""
-        return self.aggregator.snapshot()
-
-    def fraction(self) -> float | None:
-        """Overall completion: bytes moved (80 %) and layers finished (20 %), so a pull's
-        extraction (or a push's last acknowledgements) keeps the bar short of its end."""
-        snap = self.aggregator.snapshot()
-        if snap.phase != "done" and snap.total > 0 and snap.layers_total > 0:
-            return (0.8 * min(snap.current / snap.total, 1.0)
-                    + 0.2 * snap.layers_done / snap.layers_total)
-        return snap.fraction
-
-    def log_line(self, event: ProgressEvent) -> str | None:
-        """The log line for ``event``, or None for repeated byte progress."""
-        if event.layer is not None and not event.completed and \
-                self._last_status.get(event.layer) == event.status:
-            return None  # repeated byte progress ("Downloading", "Extracting", ...)
-        self._last_status[event.layer] = event.status
-        return event.message or event.status or None
-
-    def transfer_text(self, speed: bool = True) -> str:
-        """``"12.3 MB / 45.6 MB · 8.1 MB/s · 2/3 layers"``."""
-        snap = self.aggregator.snapshot()
-        parts = []
-        if snap.total:
-            parts.append(f"{human_bytes(snap.current)} / {human_bytes(snap.total)}")
-            if speed:
-                rate = self.speed.add(snap.current)
-                if rate is not None:
-                    parts.append(f"{human_bytes(rate)}/s")
-        if snap.layers_total:
-            parts.append(f"{snap.layers_done}/{snap.layers_total} layers")
-        return " · ".join(parts)
-
-    def average_speed(self, elapsed: float) -> float | None:
-        snap = self.aggregator.snapshot()
-        return snap.current / elapsed if snap.current and elapsed > 0 else None
-
-    def headline(self) -> str:
-        snap = self.aggregator.snapshot()
-        return snap.message or snap.phase or "working…"
-
-
-class _BuildTracker(_Tracker):
-    """Build then push: the build's steps fill the first half of the bar, the push the rest."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.build = ProgressAggregator()
-        self.pushing = False
-
-    def update(self, event: ProgressEvent) -> None:
-        if not self.pushing and event.phase in ("push", "upload"):
-            self.pushing = True
-        (self.aggregator if self.pushing else self.build).update(event)
-
-    def fraction(self) -> float | None:
-        if not self.pushing:
-            built = self.build.snapshot().fraction
-            return None if built is None else 0.5 * built
-        return 0.5 + 0.5 * (super().fraction() or 0.0)
-
-    def transfer_text(self, speed: bool = True) -> str:
-        if self.pushing:
-            return "push: " + (super().transfer_text(speed) or "starting")
-        snap = self.build.snapshot()
-        return f"build: step {snap.step}/{snap.steps}" if snap.step and snap.steps else "build"
-
-    def headline(self) -> str:
-        if self.pushing:
-            return super().headline()
-        snap = self.build.snapshot()
-        return snap.message or "building…"
-
-
 def _required(value: str, what: str) -> str:
     text = value.strip()
     if not text:
         raise FormInputError(f"the {what} is empty", hint=f"Type the {what} and run again.")
+    return text
+
+
+def _tag_field(name: str, value: str) -> str | None:
+    """The Tag field's value for the facade: None (the name's own tag, else latest) when
+    it is empty, or holds the default ``latest`` while the name carries ``:tag``/``@digest``."""
+    text = value.strip()
+    last = name.rsplit("/", 1)[-1]
+    if not text or (text == "latest" and (":" in last or "@" in name)):
+        return None
     return text
 
 
@@ -590,7 +501,7 @@ class PullForm(OperationForm):
     def _operate(self, registry: ContainerRegistry, params: dict[str, Any],
                  progress: ProgressCallback, cancel: threading.Event) -> dict[str, Any]:
         name = _required(params["name"], "image name")
-        tag = params["tag"].strip() or "latest"
+        tag = _tag_field(name, params["tag"])
         params.update(name=name, tag=tag)
         return registry.pull_image(name, tag, progress=progress, cancel=cancel)
 
@@ -631,7 +542,7 @@ class PushForm(OperationForm):
     def _operate(self, registry: ContainerRegistry, params: dict[str, Any],
                  progress: ProgressCallback, cancel: threading.Event) -> dict[str, Any]:
         name = _required(params["name"], "image name")
-        tag = params["tag"].strip() or "latest"
+        tag = _tag_field(name, params["tag"])
         params.update(name=name, tag=tag)
         return registry.push_image(name, tag, local_image=params["local_image"].strip() or None,
                                    progress=progress, cancel=cancel)
@@ -639,6 +550,9 @@ class PushForm(OperationForm):
     def _describe(self, result: dict[str, Any]) -> str:
         size = result.get("size_bytes")
         return f"Pushed {result.get('image')}" + (f" ({human_bytes(size)})" if size else "")
+
+    def _stored_size(self, result: dict[str, Any]) -> int | None:
+        return result.get("size_bytes")
 
 
 class BuildForm(OperationForm):
@@ -676,14 +590,14 @@ class BuildForm(OperationForm):
                 "tag": self.tag.value, "build_args": self.build_args.value,
                 "no_cache": self.no_cache.value}
 
-    def _new_tracker(self) -> _Tracker:
-        return _BuildTracker()
+    def _new_tracker(self) -> Tracker:
+        return BuildTracker()
 
     def _operate(self, registry: ContainerRegistry, params: dict[str, Any],
                  progress: ProgressCallback, cancel: threading.Event) -> dict[str, Any]:
         dockerfile = _required(params["dockerfile"], "Dockerfile path")
         name = _required(params["name"], "image name")
-        tag = params["tag"].strip() or "latest"
+        tag = _tag_field(name, params["tag"])
         params.update(name=name, tag=tag)
         return registry.build_and_push(dockerfile, name, tag,
                                        build_args=parse_build_args(params["build_args"]),
@@ -692,6 +606,9 @@ class BuildForm(OperationForm):
 
     def _describe(self, result: dict[str, Any]) -> str:
         return f"Built and pushed {result.get('image')}"
+
+    def _stored_size(self, result: dict[str, Any]) -> int | None:
+        return (result.get("push_result") or {}).get("size_bytes")
 
 
 #: For type checkers: the callable shape a form accepts as ``progress=``.
