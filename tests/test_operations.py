@@ -152,15 +152,13 @@ def test_retention_plan_explains_every_tag(reg, unique_repo):
     assert list(plan.columns) == ["repository", "tag", "digest", "created", "action", "reason"]
     assert str(plan["created"].dtype) == "datetime64[ns, UTC]"
     action = by_tag["action"].to_dict()
-    # newest three images: multi (index: created of its amd64 child, -40 d... so not
-    # newest), t007, t006, t005
+    # the three newest images: t007, t006, t005 (the index dates from its amd64 child)
     assert action["t007"] == action["t006"] == action["t005"] == "keep"
     assert action["t002"] == "delete" and "not among the 3 newest" in by_tag.loc["t002", "reason"]
     assert action["v1"] == "keep" and "keep pattern" in by_tag.loc["v1", "reason"]
     assert action["t001"] == "keep" and "'v1'" in by_tag.loc["t001", "reason"]
     assert action["alias-a"] == action["alias-b"] == "delete"
-    # child is old, but the index lists it; the index itself is old -> deleted, so child
-    # goes too unless kept: multi's created is child's (-40 d) -> multi deleted
+    # the index is old and deleted, so its old child may go too
     assert action["multi"] == "delete" and action["child"] == "delete"
     sig_tag = cosign_tag(digests["t000"], "sig")
     assert action["t000"] == "delete" and action[sig_tag] == "delete"
@@ -203,9 +201,10 @@ def test_a_failure_mid_apply_leaves_every_undeleted_row_intact(delete_registry, 
         digests = seed_days(reg.client, unique_repo, 6)
         plan = reg.retention_plan(unique_repo, keep_last=1)
         # the second DELETE fails (500, not retried), a later one loses its answer (reset)
-        proxy.add_fault("DELETE", r"/manifests/sha256:", skip=1, times=1, status=500)
-        proxy.add_fault("DELETE", r"/manifests/sha256:", skip=3, times=1, reset=True)
+        faults = [proxy.add_fault("DELETE", r"/manifests/sha256:", skip=1, times=1, status=500),
+                  proxy.add_fault("DELETE", r"/manifests/sha256:", skip=3, times=1, reset=True)]
         outcome = reg.apply_retention(plan, dry_run=False).set_index("tag")
+        assert [f.hits for f in faults] == [1, 1]
     statuses = outcome["status"].to_dict()
     assert statuses["t005"] == "kept"
     failed = [t for t, s in statuses.items() if s == "failed"]
@@ -215,6 +214,22 @@ def test_a_failure_mid_apply_leaves_every_undeleted_row_intact(delete_registry, 
     for tag, digest in digests.items():
         seen = skopeo_digest_or_none(delete_registry.host, unique_repo, tag)
         assert seen == (None if tag in deleted else digest), (tag, statuses[tag])
+
+
+def test_the_command_line_functions_delete_and_plan(reg, unique_repo):
+    import io
+
+    from registry_nb.images.retention import retention_command, rm_command
+
+    seed_days(reg.client, unique_repo, 3)
+    out = io.StringIO()
+    assert retention_command(reg, unique_repo, keep_last=1, out=out) == 0
+    assert out.getvalue().count("would-delete") == 2
+    out = io.StringIO()
+    assert rm_command(reg, [f"{unique_repo}:t000", f"{unique_repo}:nope"], out=out) == 1
+    assert "deleted" in out.getvalue() and "error:" in out.getvalue()
+    assert "garbage-collect" in out.getvalue()
+    assert sorted(reg.client.tags(unique_repo)) == ["t001", "t002"]
 
 
 def test_retention_figures_on_300_tags(reg, unique_repo, capsys):
