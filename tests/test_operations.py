@@ -195,6 +195,19 @@ def test_apply_retention_deletes_only_the_plan_and_skips_what_changed(reg, delet
     assert skopeo_digest_or_none(delete_registry.host, unique_repo, "pinned") == digests["t001"]
 
 
+def test_apply_deletes_an_index_before_the_manifests_it_lists(reg, delete_registry,
+                                                              unique_repo):
+    old = push_image(reg.client, unique_repo, ["old-amd"], BASE_TIME)
+    index = push_index(reg.client, unique_repo, "old-multi", [old])
+    new = push_image(reg.client, unique_repo, ["new"], BASE_TIME + timedelta(days=5))
+    plan = reg.retention_plan(unique_repo, keep_last=1)
+    assert set(plan.loc[plan.action == "delete", "digest"]) == {old, index}
+    outcome = reg.apply_retention(plan, dry_run=False).set_index("tag")
+    assert list(outcome.loc[["old-amd", "old-multi"], "status"]) == ["deleted", "deleted"]
+    assert reg.client.tags(unique_repo) == ["new"]
+    assert skopeo_digest_or_none(delete_registry.host, unique_repo, "new") == new
+
+
 def test_a_failure_mid_apply_leaves_every_undeleted_row_intact(delete_registry, unique_repo):
     with FaultProxy(delete_registry.host) as proxy, \
             ContainerRegistry(proxy.host, cache=False) as reg:

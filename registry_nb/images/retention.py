@@ -28,9 +28,10 @@ __all__ = ["retention_rows", "apply_retention_rows", "RETENTION_FIELDS", "rm_com
 RETENTION_FIELDS = ("repository", "tag", "digest", "created", "action", "reason")
 
 
-def _created(images: RegistryImages, repository: str, tag: str) -> tuple[datetime | None, str]:
+def _created(images: RegistryImages, repository: str, digest: str
+             ) -> tuple[datetime | None, str]:
     try:
-        created = images.resolve(repository, tag).config.created
+        created = images.resolve(repository, digest).config.created
     except RegistryError as exc:
         return None, f"{type(exc).__name__}: {exc.message}"
     if created is not None and created.tzinfo is None:
@@ -58,8 +59,11 @@ def retention_rows(images: RegistryImages, repository: str, *, keep_last: int | 
         rows[tag] = {"tag": tag, "digest": None, "created": None, "action": "keep",
                      "reason": f"could not be read, so no rule decides ({error})"}
     ordinary = [t for t in sorted(state.tags) if parse_digest_tag(t) is None]
-    created = dict(zip(ordinary, images.map(
-        lambda t: _created(images, repository, t), ordinary), strict=True))
+    # read each image once, by the digest its tags were seen naming
+    digests = sorted({state.tags[t] for t in ordinary})
+    by_digest = dict(zip(digests, images.map(
+        lambda d: _created(images, repository, d), digests), strict=True))
+    created = {t: by_digest[state.tags[t]] for t in ordinary}
     for tag in ordinary:
         rows[tag] = {"tag": tag, "digest": state.tags[tag], "created": created[tag][0]}
     # newest images first: rank distinct digests by their creation time
