@@ -125,6 +125,24 @@ def test_a_registry_that_deletes_tags_alone_is_asked_for_the_tag(delete_registry
         assert not proxy.matching("DELETE", "/manifests/sha256:")
 
 
+def test_docker_hubs_refusals_become_what_to_do_instead(delete_registry, unique_repo):
+    """Docker Hub, played by the fault proxy: a tag DELETE gets 405, a digest DELETE of a
+    tagged manifest 403 (REGISTRIES.md); the client is told its host is docker.io."""
+    with FaultProxy(delete_registry.host) as proxy, \
+            ContainerRegistry(proxy.host, cache=False) as reg:
+        digest = push_image(reg.client, unique_repo, ["1"], BASE_TIME)
+        reg.client.transport.host = "docker.io"
+        proxy.add_fault("DELETE", r"/manifests/1$", status=405, body=b'{"errors":[{"code":'
+                        b'"UNSUPPORTED","message":"The operation is unsupported."}]}')
+        proxy.add_fault("DELETE", r"/manifests/sha256:", status=403, body=b'{"errors":[{'
+                        b'"code":"DENIED","message":"requested access to the resource is '
+                        b'denied"}]}')
+        with pytest.raises(UnsupportedOperationError) as refused:
+            reg.delete_tag(unique_repo, "1")
+        assert "delete the tags on hub.docker.com" in refused.value.hint
+        assert reg.client.head_manifest(unique_repo, "1").digest == digest
+
+
 # ------------------------------------------------------------------ retention
 
 def _seed_for_retention(client, repository):
