@@ -33,6 +33,9 @@ __all__ = [
     "InvalidAttestationError",
     "TrustMaterialError",
     "SbomExportError",
+    "UnsupportedOperationError",
+    "DeletionRefusedError",
+    "RateLimitedError",
 ]
 
 
@@ -190,3 +193,29 @@ class TrustMaterialError(RegistryError, ValueError):
 
 class SbomExportError(RegistryError, ValueError):
     """A packages table cannot be written as an SBOM (unknown format, a row without a name)."""
+
+
+class UnsupportedOperationError(RegistryError):
+    """The registry cannot do this (a delete it does not offer, a tag it cannot remove
+    alone); the message says what it can do instead."""
+
+
+class DeletionRefusedError(RegistryError):
+    """A delete would take more than was named (an index still lists the manifest, or
+    other tags share it); ``force=True`` does it anyway, and the message says what goes."""
+
+
+class RateLimitedError(RegistryHTTPError):
+    """The registry answered 429: ``limit``, ``remaining``, ``window_seconds`` and
+    ``retry_after`` (seconds) say which limit and when to try again, where it told."""
+
+    def __init__(self, message: str, *, limit: int | None = None,
+                 remaining: int | None = None, window_seconds: int | None = None,
+                 retry_after: float | None = None, source: str | None = None,
+                 code: str | None = None, hint: str | None = None) -> None:
+        self.limit = limit
+        self.remaining = remaining
+        self.window_seconds = window_seconds
+        self.retry_after = retry_after
+        self.source = source
+        super().__init__(message, status=429, code=code, hint=hint)

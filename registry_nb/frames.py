@@ -21,6 +21,8 @@ __all__ = [
     "LOCAL_IMAGE_COLUMNS",
     "REGISTRY_IMAGE_COLUMNS",
     "LAYER_COLUMNS",
+    "RETENTION_COLUMNS",
+    "RETENTION_OUTCOME_COLUMNS",
     "build_frame",
     "to_utc",
     "size_mb",
@@ -70,6 +72,23 @@ LAYER_COLUMNS: dict[str, str] = {
     "size_mb": "float64",
     "created_by": "string",
     "created": _TIME,
+}
+
+#: One row per tag of a retention plan (``ContainerRegistry.retention_plan``).
+RETENTION_COLUMNS: dict[str, str] = {
+    "repository": "string",
+    "tag": "string",
+    "digest": "string",
+    "created": _TIME,
+    "action": "string",
+    "reason": "string",
+}
+
+#: The plan's rows with what happened (``ContainerRegistry.apply_retention``).
+RETENTION_OUTCOME_COLUMNS: dict[str, str] = {
+    **RETENTION_COLUMNS,
+    "status": "string",
+    "error": "string",
 }
 
 

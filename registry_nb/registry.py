@@ -7,6 +7,9 @@ that owns the work, in the manner of docker-py's models over its API and crane o
 go-containerregistry: reading goes through :class:`~registry_nb.images.listing.RegistryImages`
 (listings, images resolved by platform), moving through :mod:`registry_nb.images.copy`,
 audits through :mod:`registry_nb.audits`, frames through :mod:`registry_nb.listings`.
+
+It is longer than 600 lines because it is the one list of the user's entry points and
+every method is a few-line delegation; splitting it would scatter the contract.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from .images.assemble import DEFAULT_CREATED_BY, append_layers, write_layer
 from .images.copy import DEFAULT_WORKERS as COPY_WORKERS
 from .images.copy import CopyResult, plan_copy, save_to_layout
 from .images.copy import copy_image as copy_between
+from .images.delete import delete_manifest, delete_tag
 from .images.image import Image, explain_unpack_failure, open_image
 from .images.listing import (
     DEFAULT_WORKERS,
@@ -41,6 +45,7 @@ from .images.listing import (
     reference_on,
     stores_for,
 )
+from .images.retention import apply_retention_rows, retention_rows
 from .listings import ContainerImage, describe, local_image_rows
 from .oci import ImageConfig, Platform
 from .oci.reference import ImageReference, is_docker_hub, normalize_registry
@@ -48,6 +53,7 @@ from .progress import ProgressCallback, ProgressEvent
 from .remote.cache import ContentCache
 from .remote.credentials import RegistryCredentials
 from .remote.distribution import RegistryClient
+from .remote.ratelimit import read_rate_limit
 
 if TYPE_CHECKING:  # pandas is imported by frames on first use
     import pandas as pd
@@ -506,6 +512,55 @@ class ContainerRegistry:
         return _result(result, image=full,
                        base=str(base_ref) if base_ref else None, layer_digest=layer.digest,
                        diff_id=layer.diff_id, uncompressed_size_bytes=layer.uncompressed_size)
+
+    # ============================================================================
+    # Operations: delete, retention, rate limits (registry_nb.images.delete/retention)
+    # ============================================================================
+
+    def delete_tag(self, image_name: str, image_tag: str | None = None, *,
+                   force: bool = False) -> dict[str, Any]:
+        """Delete a tag: alone where the registry can, else its manifest (see
+        :func:`registry_nb.images.delete.delete_tag`; ``force`` takes tags sharing it)."""
+        ref, _ = self._named(image_name, image_tag, writes=True)
+        return delete_tag(self.client, ref.repository, ref.tag, force=force,
+                          mapper=self.images.map)
+
+    def delete_manifest(self, image_name: str, digest: str | None = None, *,
+                        force: bool = False) -> dict[str, Any]:
+        """Delete a manifest (named by digest, or by a tag resolved to it) and every tag
+        on it; refused while an index lists it, unless ``force``."""
+        ref, _ = self._named(image_name, digest)
+        target = ref.digest or self.images.resolve(ref.repository, ref.identifier).top.digest
+        return delete_manifest(self.client, ref.repository, target, force=force,
+                               mapper=self.images.map)
+
+    def retention_plan(self, repository: str, keep_last: int | None = None,
+                       older_than_days: float | None = None,
+                       keep_tags: tuple[str, ...] | list[str] = (),
+                       now: datetime | None = None) -> pd.DataFrame:
+        """Every tag with ``action`` (keep / delete) and a ``reason`` to check (README)."""
+        from .frames import RETENTION_COLUMNS, build_frame
+
+        rows = retention_rows(self.images, self.images.api_repository(repository),
+                              keep_last=keep_last, older_than_days=older_than_days,
+                              keep_tags=keep_tags, now=now)
+        return build_frame(rows, RETENTION_COLUMNS)
+
+    def apply_retention(self, plan: pd.DataFrame, dry_run: bool = True) -> pd.DataFrame:
+        """Delete the plan's ``delete`` digests (checked again first); one outcome per row."""
+        from .frames import RETENTION_OUTCOME_COLUMNS, build_frame
+
+        rows = [{k: (None if v is None or v != v else v) for k, v in row.items()}
+                for row in plan.to_dict("records")]
+        return build_frame(apply_retention_rows(self.images, rows, dry_run=dry_run),
+                           RETENTION_OUTCOME_COLUMNS)
+
+    def rate_limit(self, image_name: str = "library/busybox") -> dict[str, Any] | None:
+        """The pull limit the registry announces on a manifest HEAD (not counted by Docker
+        Hub): ``{"limit", "remaining", "window_seconds", "source"}``, or None."""
+        ref, _ = self._named(image_name)
+        found = read_rate_limit(self.client.transport, ref.repository, ref.identifier)
+        return found.as_dict() if found is not None else None
 
     # ============================================================================
     # Audits: findings per tag, storage, layer contents, wasted space, packages

@@ -20,9 +20,11 @@ from ..errors import (
     BlobNotFoundError,
     ImageNotFoundError,
     ManifestNotFoundError,
+    RateLimitedError,
     RegistryError,
     RegistryHTTPError,
 )
+from .ratelimit import describe_limit
 
 __all__ = ["DROPPED", "MAX_ERROR_BODY", "raw_chunks", "read_bounded", "registry_errors",
            "error_codes", "error_from_response", "raise_for_status"]
@@ -189,9 +191,15 @@ def error_from_response(response: requests.Response, what: str) -> RegistryError
             f"cannot {what}: {host} has no such repository{detail}.",
             hint="Check the repository name (Docker Hub official images live under library/).",
         )
+    if status == 429:
+        said, parts = describe_limit(response.headers, raw.decode("utf-8", "replace"))
+        return RateLimitedError(
+            f"cannot {what}: {host} is rate limiting (429 Too Many Requests){detail}.",
+            code=code, hint=f"{said} (registry_nb already retried after the wait the "
+            "registry asked for.)", **parts,
+        )
     hints = {
         405: "The registry does not allow this operation (deletes are often disabled).",
-        429: "The registry is rate limiting; wait a while and try again.",
     }
     hint = hints.get(status)
     if status == 400 and b"HTTP request to an HTTPS server" in raw:  # Go's TLS listener
