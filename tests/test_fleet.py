@@ -204,9 +204,12 @@ def test_dask_fleet_reads_each_layer_once_and_a_second_audit_none(seeded, expect
     cache = tmp_path / "scans"
     _clear(seeded)
     with Fleet(_facades(seeded), client, cache=cache) as fleet:
+        _clear(seeded)
         audit = fleet.audit(expected["present"], now=NOW)
+        gets = _layer_gets(seeded)
+        pd.testing.assert_frame_equal(fleet.images_frame(expected["present"]),
+                                      expected["images"])
     _check_against_facade(audit, expected)
-    gets = _layer_gets(seeded)
     assert {d: gets.get(d) for d in expected["layers"]} == dict.fromkeys(expected["layers"], 1)
     assert fleet.stats.layers_read == 4 and fleet.stats.cache_hits == 0
     assert len(list(cache.rglob("*.scan"))) == 4
