@@ -258,14 +258,13 @@ class Fleet:
         summary_futures = {digest: self._submit(pool, "image", tasks.summarize_image, layers,
                                                 [reads[d] for d in layers])
                            for digest, layers in images.items()}
-        flag_futures = [self._submit(pool, "read-flag", _was_read, f) for f in reads.values()]
         summaries = self._gather(list(summary_futures.values()), "layers", progress, cancel)
-        flags = self._gather(flag_futures, "layers", None, cancel)
         self.futures = []
+        read = {d for s in summaries for d in s.read_layers}
         self.stats = FleetStats(
             tags=sum(1 for p in plans if p.tag is not None), images=len(images),
             layer_references=sum(len(p.layers) for p in plans), unique_layers=len(reads),
-            layers_read=sum(flags), cache_hits=len(flags) - sum(flags))
+            layers_read=len(read), cache_hits=len(reads) - len(read))
         return plans, dict(zip(summary_futures, summaries, strict=True))
 
     def audit(self, repository: Any = None, *, platform: str | None = None,
@@ -373,7 +372,3 @@ def _call_resolved(func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         return arg
 
     return func(*(value(a) for a in args))
-
-
-def _was_read(read: tasks.LayerRead) -> bool:
-    return read.read

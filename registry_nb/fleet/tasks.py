@@ -65,6 +65,7 @@ class ImageSummary:
     uncompressed_size_bytes: int | None = None
     packages: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    read_layers: tuple[str, ...] = ()  # layers whose blob was streamed (not cached) for it
 
 
 def repository_names(registry: ContainerRegistry | RegistrySpec,
@@ -118,9 +119,10 @@ def read_layer_once(registry: ContainerRegistry | RegistrySpec, repository: str,
 
 def summarize_image(layer_digests: list[str], reads: list[LayerRead]) -> ImageSummary:
     """Stack the layers' scans as the facade's wasted_space and packages_frame do."""
+    read = tuple(d for d, r in zip(layer_digests, reads, strict=True) if r.read)
     failed = next((r.error for r in reads if r.scan is None), None)
     if failed is not None:
-        return ImageSummary(error=failed)
+        return ImageSummary(error=failed, read_layers=read)
     result = ImageScan([at_index(r.scan, i)  # type: ignore[arg-type]
                         for i, r in enumerate(reads)])
     merged = result.merge()
@@ -132,7 +134,7 @@ def summarize_image(layer_digests: list[str], reads: list[LayerRead]) -> ImageSu
     return ImageSummary(total_bytes=merged.total_bytes, wasted_bytes=merged.wasted_bytes,
                         efficiency=round(merged.efficiency, 6), file_count=files,
                         uncompressed_size_bytes=sum(s.uncompressed_bytes for s in result.layers),
-                        packages=packages)
+                        packages=packages, read_layers=read)
 
 
 def audit_registry(registry: ContainerRegistry | RegistrySpec, repositories: list[str],
