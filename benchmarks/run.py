@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import env
+from .fleet import measure_fleet, seed_fleet
 from .listing import (
     ListingData,
     list_concurrent_raw,
@@ -447,6 +448,18 @@ class Run:
 
     # ------------------------------------------------------------ memory
 
+    def fleet(self) -> None:
+        """Layer reads of a seeded fleet: naive, read-once (threads, Dask 1/2), cache."""
+        if not _has_module("distributed"):
+            self.table.note("fleet", "dask[distributed] not installed (fleet extra): skipped")
+            return
+        hosts = list(dict.fromkeys([self.services.listing, self.services.transfer]))
+        repos, tags, base = (3, 2, 256 * 1024) if self.smoke else (10, 5, 2 * MIB)
+        names = seed_fleet(hosts, self.prefix, repos, tags, base, _say)
+        _say(f"fleet: measuring over {len(hosts)} registries")
+        for figure in measure_fleet(hosts, names):
+            self.table.figure(figure)
+
     def memory(self) -> None:
         from registry_nb import ContainerRegistry
 
@@ -585,8 +598,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-services", action="store_true",
                         help="leave the benchmark's own services running")
     parser.add_argument("--only", action="append",
-                        choices=["listing", "transfers", "memory", "limits"],
-                        help="run only these sections (repeatable)")
+                        choices=["listing", "transfers", "memory", "limits", "fleet"],
+                        help="run only these sections (repeatable; fleet runs only so)")
     args = parser.parse_args(argv)
     sizes = SMOKE if args.smoke else FULL
     if args.rounds:

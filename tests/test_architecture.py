@@ -27,7 +27,7 @@ LAYERS: dict[str, int] = {
     "images": 3,
     "engine": 4, "frames": 4,
     "audits": 5,
-    "registry": 6, "listings": 6,
+    "registry": 6, "listings": 6, "fleet": 6,
     "widgets": 7, "cli": 7, "charts": 7, "demo": 7, "__main__": 7,
     "_aliases": 8, "__init__": 8,
 }
