@@ -37,6 +37,7 @@ from .messages import (
     BuildLog,
     api_error_text,
     classify_engine_message,
+    naming_refusals,
     progress_event_from_docker,
     short_error,
     stream_error_text,
@@ -361,16 +362,18 @@ class Engine:
                 hint="Pass credentials with both set (a token counts as the password).",
             )
         log.info("logging in to %s as %s", server or "Docker Hub", user)
-        result = self._call(
-            "login",
-            f"to {server or 'Docker Hub'} as {user}",
-            lambda c: c.login(
-                username=user,
-                password=secret,
-                registry=None if is_docker_hub(server) else server,
-                reauth=True,
-            ),
-        )
+        with naming_refusals({"username": user, "serveraddress": server or "docker.io"},
+                            "log in"):
+            result = self._call(
+                "login",
+                f"to {server or 'Docker Hub'} as {user}",
+                lambda c: c.login(
+                    username=user,
+                    password=secret,
+                    registry=None if is_docker_hub(server) else server,
+                    reauth=True,
+                ),
+            )
         return dict(result or {})
 
     def push(
@@ -405,19 +408,20 @@ class Engine:
                 state.emit(event)
 
         log.info("pushing %s", subject)
-        self._run_stream(
-            state,
-            subject,
-            lambda c: c.push(
-                repository,
-                tag,
-                stream=True,
-                decode=True,
-                auth_config=dict(auth_config) if auth_config is not None else None,
-            ),
-            handle,
-            cancel,
-        )
+        with naming_refusals(auth_config, "push"):
+            self._run_stream(
+                state,
+                subject,
+                lambda c: c.push(
+                    repository,
+                    tag,
+                    stream=True,
+                    decode=True,
+                    auth_config=dict(auth_config) if auth_config is not None else None,
+                ),
+                handle,
+                cancel,
+            )
         if not aux.get("Digest"):
             raise EngineError(
                 f"push of {subject} ended without a digest from the registry",
@@ -456,20 +460,21 @@ class Engine:
                 state.emit(event)
 
         log.info("pulling %s", ref)
-        self._run_stream(
-            state,
-            ref,
-            lambda c: c.pull(
-                repository,
-                tag,
-                stream=True,
-                decode=True,
-                platform=platform,
-                auth_config=dict(auth_config) if auth_config is not None else None,
-            ),
-            handle,
-            cancel,
-        )
+        with naming_refusals(auth_config, "pull"):
+            self._run_stream(
+                state,
+                ref,
+                lambda c: c.pull(
+                    repository,
+                    tag,
+                    stream=True,
+                    decode=True,
+                    platform=platform,
+                    auth_config=dict(auth_config) if auth_config is not None else None,
+                ),
+                handle,
+                cancel,
+            )
         attrs = self.inspect_image(ref)
         state.emit_done(f"pulled {ref} {attrs.get('Id', '')}")
         return attrs

@@ -18,6 +18,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -26,6 +27,8 @@ import requests
 from ..errors import (
     DigestMismatchError,
     InvalidManifestError,
+    NotARegistryError,
+    NotFoundError,
     RegistryHTTPError,
     RegistryUnavailableError,
     UnsupportedMediaTypeError,
@@ -44,6 +47,7 @@ from ..oci.reference import parse_digest
 from .auth import CATALOG_SCOPE, repository_scope
 from .cache import CachedContent, ContentCache
 from .pagination import paged_names
+from .probe import probe_not_a_registry
 from .responses import DROPPED, raise_for_status, raw_chunks
 from .transport import Transport
 from .uploads import RESUME_ATTEMPTS, BlobProgress, BlobUploader
@@ -89,6 +93,7 @@ class RegistryClient:
         self.cache = cache
         #: Blob uploads (mounts, chunks, resumes) through the same transport.
         self.uploads = BlobUploader(transport, self.blob_exists)
+        self._not_a_registry: NotARegistryError | None | bool = False  # False: not asked
 
     @classmethod
     def connect(
@@ -134,21 +139,41 @@ class RegistryClient:
             "auth_scheme": getattr(self.transport, "auth_scheme", None),
         }
 
+    def not_a_registry(self) -> NotARegistryError | None:
+        """The error to raise when what answers here is no registry, else None (asked once)."""
+        if self._not_a_registry is False:
+            self._not_a_registry = probe_not_a_registry(self.transport)
+        return self._not_a_registry  # type: ignore[return-value]
+
+    @contextmanager
+    def _explaining(self) -> Iterator[None]:
+        """Turn a 404 or garbled answer into NotARegistryError when it is no registry."""
+        try:
+            yield
+        except (NotFoundError, RegistryHTTPError, InvalidManifestError) as exc:
+            better = self.not_a_registry()
+            if better is None:
+                raise
+            raise better from exc
+
     def catalog(self, *, page_size: int | None = None, limit: int | None = None) -> Iterator[str]:
         """Yield repository names from ``/v2/_catalog``, following every page.
 
         ``page_size`` is sent as ``n`` (capped at 1000) on the first request; later
         pages follow the registry's ``Link`` header as given.
         """
-        return paged_names(self.transport, "/v2/_catalog", "repositories", [CATALOG_SCOPE],
-                           page_size, limit, "list the registry's catalog")
+        with self._explaining():
+            yield from paged_names(self.transport, "/v2/_catalog", "repositories",
+                                   [CATALOG_SCOPE], page_size, limit,
+                                   "list the registry's catalog")
 
     def tags(self, repository: str, *, page_size: int | None = None,
              limit: int | None = None) -> list[str]:
         """Return the tags of ``repository`` (every page)."""
-        return list(paged_names(self.transport, f"/v2/{repository}/tags/list", "tags",
-                                [repository_scope(repository)], page_size, limit,
-                                f"list the tags of {repository}"))
+        with self._explaining():
+            return list(paged_names(self.transport, f"/v2/{repository}/tags/list", "tags",
+                                    [repository_scope(repository)], page_size, limit,
+                                    f"list the tags of {repository}"))
 
     # ------------------------------------------------------------- manifests
 
@@ -162,6 +187,10 @@ class RegistryClient:
         cache, a digest is fetched at most once, and a tag seen before is asked for
         with ``If-None-Match`` (a 304 answer takes the manifest from the cache).
         """
+        with self._explaining():
+            return self._get_manifest(repository, reference, accept)
+
+    def _get_manifest(self, repository: str, reference: str, accept: str) -> Manifest | Index:
         by_digest = _is_digest(reference)
         cache = self.cache
         if cache is None:
