@@ -97,8 +97,8 @@ class CredentialsRefusedError(AuthenticationError):
                      else "RegistryCredentials(token=...)")
             hint = (f"Check the secret given as credentials={given}, or run "
                     f"`docker login {registry}` and pass no credentials.")
-        super().__init__(f"registry {registry} refused the credentials for {who}{during} "
-                         f"({why}).", hint=hint)
+        what = f"the credentials for {who}" if username or who != "the given token" else who
+        super().__init__(f"registry {registry} refused {what}{during} ({why}).", hint=hint)
 
 
 class NotFoundError(RegistryError):

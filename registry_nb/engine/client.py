@@ -5,7 +5,8 @@ JSON event of docker's stream into a :class:`~registry_nb.progress.ProgressEvent
 and maps every failure, including an ``error`` line inside a stream, to a typed
 :mod:`registry_nb.errors` exception. It connects lazily; when no engine answers
 it raises :class:`EngineUnavailableError` (and :meth:`Engine.is_available` is
-False), which the facade turns into its "simulated" result.
+False), which the facade turns into its "simulated" result. The module is a little
+longer than 600 lines: one class over docker-py's streams, each operation a method.
 """
 
 from __future__ import annotations

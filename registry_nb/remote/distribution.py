@@ -8,7 +8,8 @@ digest and every blob are hashed while they stream and refused on a mismatch.
 Uploads survive dropped connections: a chunked upload asks the registry how much
 it holds (its ``Range``) and goes on from there; when the registry has lost or
 cancelled the upload session (distribution does when a PATCH was cut halfway),
-the upload starts again from the first byte.
+the upload starts again from the first byte. The module is a little longer than 600
+lines: one client class for the API (uploads, pagination and probing live beside it).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -27,8 +27,6 @@ import requests
 from ..errors import (
     DigestMismatchError,
     InvalidManifestError,
-    NotARegistryError,
-    NotFoundError,
     RegistryHTTPError,
     RegistryUnavailableError,
     UnsupportedMediaTypeError,
@@ -47,7 +45,7 @@ from ..oci.reference import parse_digest
 from .auth import CATALOG_SCOPE, repository_scope
 from .cache import CachedContent, ContentCache
 from .pagination import paged_names
-from .probe import probe_not_a_registry
+from .probe import RegistryProbe
 from .responses import DROPPED, raise_for_status, raw_chunks
 from .transport import Transport
 from .uploads import RESUME_ATTEMPTS, BlobProgress, BlobUploader
@@ -93,7 +91,8 @@ class RegistryClient:
         self.cache = cache
         #: Blob uploads (mounts, chunks, resumes) through the same transport.
         self.uploads = BlobUploader(transport, self.blob_exists)
-        self._not_a_registry: NotARegistryError | None | bool = False  # False: not asked
+        #: Tells "not a registry" from "no such manifest" after a failure.
+        self.probe = RegistryProbe(transport)
 
     @classmethod
     def connect(
@@ -139,30 +138,13 @@ class RegistryClient:
             "auth_scheme": getattr(self.transport, "auth_scheme", None),
         }
 
-    def not_a_registry(self) -> NotARegistryError | None:
-        """The error to raise when what answers here is no registry, else None (asked once)."""
-        if self._not_a_registry is False:
-            self._not_a_registry = probe_not_a_registry(self.transport)
-        return self._not_a_registry  # type: ignore[return-value]
-
-    @contextmanager
-    def _explaining(self) -> Iterator[None]:
-        """Turn a 404 or garbled answer into NotARegistryError when it is no registry."""
-        try:
-            yield
-        except (NotFoundError, RegistryHTTPError, InvalidManifestError) as exc:
-            better = self.not_a_registry()
-            if better is None:
-                raise
-            raise better from exc
-
     def catalog(self, *, page_size: int | None = None, limit: int | None = None) -> Iterator[str]:
         """Yield repository names from ``/v2/_catalog``, following every page.
 
         ``page_size`` is sent as ``n`` (capped at 1000) on the first request; later
         pages follow the registry's ``Link`` header as given.
         """
-        with self._explaining():
+        with self.probe.explaining():
             yield from paged_names(self.transport, "/v2/_catalog", "repositories",
                                    [CATALOG_SCOPE], page_size, limit,
                                    "list the registry's catalog")
@@ -170,7 +152,7 @@ class RegistryClient:
     def tags(self, repository: str, *, page_size: int | None = None,
              limit: int | None = None) -> list[str]:
         """Return the tags of ``repository`` (every page)."""
-        with self._explaining():
+        with self.probe.explaining():
             return list(paged_names(self.transport, f"/v2/{repository}/tags/list", "tags",
                                     [repository_scope(repository)], page_size, limit,
                                     f"list the tags of {repository}"))
@@ -187,7 +169,7 @@ class RegistryClient:
         cache, a digest is fetched at most once, and a tag seen before is asked for
         with ``If-None-Match`` (a 304 answer takes the manifest from the cache).
         """
-        with self._explaining():
+        with self.probe.explaining():
             return self._get_manifest(repository, reference, accept)
 
     def _get_manifest(self, repository: str, reference: str, accept: str) -> Manifest | Index:

@@ -7,10 +7,20 @@ that the user reads "not a registry" instead of "no catalog" or "no such manifes
 
 from __future__ import annotations
 
-from ..errors import AuthenticationError, NotARegistryError
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..errors import (
+    AuthenticationError,
+    InvalidManifestError,
+    NotARegistryError,
+    NotFoundError,
+    RegistryHTTPError,
+)
 from .transport import Transport
 
-__all__ = ["probe_not_a_registry"]
+__all__ = ["probe_not_a_registry", "RegistryProbe"]
 
 
 def probe_not_a_registry(transport: Transport) -> NotARegistryError | None:
@@ -35,3 +45,32 @@ def probe_not_a_registry(transport: Transport) -> NotARegistryError | None:
         f"GET /v2/ answered {status} {kind or 'without a Content-Type'} and no "
         "Docker-Distribution-API-Version header.",
     )
+
+
+class RegistryProbe:
+    """Asks :func:`probe_not_a_registry` once per address, after the first odd failure."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self._lock = threading.Lock()
+        self._asked = False
+        self._found: NotARegistryError | None = None
+
+    def not_a_registry(self) -> NotARegistryError | None:
+        """The error that explains failures here when this is no registry, else None."""
+        with self._lock:
+            if not self._asked:
+                self._found = probe_not_a_registry(self.transport)
+                self._asked = True
+            return self._found
+
+    @contextmanager
+    def explaining(self) -> Iterator[None]:
+        """Turn a 404 or garbled answer into NotARegistryError when this is no registry."""
+        try:
+            yield
+        except (NotFoundError, RegistryHTTPError, InvalidManifestError) as exc:
+            better = self.not_a_registry()
+            if better is None:
+                raise
+            raise better from exc
