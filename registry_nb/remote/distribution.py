@@ -8,8 +8,10 @@ digest and every blob are hashed while they stream and refused on a mismatch.
 Uploads survive dropped connections: a chunked upload asks the registry how much
 it holds (its ``Range``) and goes on from there; when the registry has lost or
 cancelled the upload session (distribution does when a PATCH was cut halfway),
-the upload starts again from the first byte. The module is a little longer than 600
-lines: one client class for the API (uploads, pagination and probing live beside it).
+the upload starts again from the first byte.
+
+This module is longer than 600 lines: one client class for the whole API (uploads,
+pagination and probing already live beside it).
 """
 
 from __future__ import annotations
