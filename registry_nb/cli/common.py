@@ -200,11 +200,16 @@ class ProgressBar:
         self._lock = threading.Lock()
         self._bar: Any = None
         if enabled:
+            import shutil
+
             from tqdm import tqdm
 
-            self._bar = tqdm(total=0, desc=label, unit="B", unit_scale=True,
+            # A terminal that reports no size (0x0) would hide the bar: assume 80x24.
+            size = shutil.get_terminal_size()
+            self._bar = tqdm(total=None, desc=label, unit="B", unit_scale=True,
                              unit_divisor=1000, file=sys.stderr, leave=True,
-                             dynamic_ncols=True, mininterval=0.1)
+                             ncols=size.columns or 80, nrows=size.lines or 24,
+                             mininterval=0.1)
 
     def __call__(self, event: ProgressEvent) -> None:
         self._state(event)
