@@ -225,10 +225,11 @@ class ProgressBar:
                 self._bar.set_postfix_str(f"{snap.layers_done}/{snap.layers_total} blobs",
                                           refresh=False)
 
-    def close(self) -> None:
-        """End the bar (its last state stays on screen)."""
+    def close(self, *, keep: bool = True) -> None:
+        """End the bar; ``keep=False`` (a failure, Ctrl-C) erases it from the screen."""
         if self._bar is not None:
             with self._lock:
+                self._bar.leave = keep
                 self._bar.close()
 
 
@@ -260,9 +261,9 @@ def transfer(args: argparse.Namespace, label: str,
             worker.join(30)
         except KeyboardInterrupt:
             pass
-        bar.close()
+        bar.close(keep=False)
         raise Interrupted() from None
-    bar.close()
+    bar.close(keep="error" not in outcome)
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]

@@ -58,8 +58,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             lines.append(f"  platforms   {len(platforms)}")
             lines += [f"    {p['platform'] or '-':<18} {p['digest']}" for p in platforms]
             lines.append(f"  showing     {config.platform} ({manifest.digest[:19]})")
+        if not platforms:
+            lines.append(f"  platform    {config.platform}")
         lines += [
-            f"  platform    {config.platform}",
             f"  created     {data['created'] or '-'}",
             f"  layers      {len(manifest.layers)} ({human_bytes(manifest.compressed_size)} "
             "compressed)",
