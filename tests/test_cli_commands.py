@@ -196,7 +196,8 @@ def test_login_writes_the_docker_config(capsys: pytest.CaptureFixture[str],
     assert config.read_bytes() == before
 
 
-def test_login_respects_a_credential_helper(capsys: pytest.CaptureFixture[str],
+@pytest.mark.parametrize("where", ["credsStore", "credHelpers"])
+def test_login_respects_a_credential_helper(where: str, capsys: pytest.CaptureFixture[str],
                                             monkeypatch: pytest.MonkeyPatch,
                                             basic_registry: RegistryService,
                                             docker_config_dir: Path, tmp_path: Path) -> None:
@@ -209,7 +210,10 @@ def test_login_respects_a_credential_helper(capsys: pytest.CaptureFixture[str],
     helper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{helper.parent}:{os.environ['PATH']}")
     config = docker_config_dir / "config.json"
-    config.write_text(json.dumps({"credsStore": "clitest"}))
+    # credHelpers for the host wins over credsStore, as in docker (this store is absent)
+    named = {"credsStore": "clitest"} if where == "credsStore" else \
+        {"credsStore": "not-installed", "credHelpers": {basic_registry.host: "clitest"}}
+    config.write_text(json.dumps(named))
     monkeypatch.setattr("sys.stdin", io.StringIO(basic_registry.password + "\n"))
     code, out, err = run(capsys, "login", basic_registry.host, "-u", "alice",
                          "--password-stdin", "--json")
@@ -219,7 +223,7 @@ def test_login_respects_a_credential_helper(capsys: pytest.CaptureFixture[str],
                                               "Username": "alice",
                                               "Secret": basic_registry.password}
     data = json.loads(config.read_text())
-    assert data == {"credsStore": "clitest", "auths": {basic_registry.host: {}}}
+    assert data == {**named, "auths": {basic_registry.host: {}}}
     assert basic_registry.password not in config.read_text()
 
 
