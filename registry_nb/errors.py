@@ -14,6 +14,8 @@ __all__ = [
     "CodomyrmexError",
     "InvalidReferenceError",
     "AuthenticationError",
+    "CredentialsRefusedError",
+    "NotARegistryError",
     "NotFoundError",
     "ImageNotFoundError",
     "ManifestNotFoundError",
@@ -76,6 +78,34 @@ class AuthenticationError(RegistryError):
     """The registry refused the credentials, or demanded some and none were given."""
 
 
+class CredentialsRefusedError(AuthenticationError):
+    """The registry (or its token service, or the engine on its behalf) refused the
+    username and password, or the token, that were given.
+
+    ``registry`` is the host and ``username`` the user (None for a token alone);
+    ``operation`` says what was being done (``"pull"``, ``"push"``...). The default
+    hint speaks Python; front ends (the CLI) replace it with their own words.
+    """
+
+    def __init__(self, registry: str, username: str | None, *, operation: str | None = None,
+                 who: str | None = None, hint: str | None = None) -> None:
+        self.registry = registry
+        self.username = username or None
+        self.operation = operation
+        if who is None:
+            who = f"user {username}" if username else "the given token"
+        why = "the password is wrong or the user is unknown" if username else \
+            "it is wrong or has expired"
+        during = f" to {operation}" if operation else ""
+        if hint is None:
+            given = (f"RegistryCredentials(username={username!r}, password=...)" if username
+                     else "RegistryCredentials(token=...)")
+            hint = (f"Check the secret given as credentials={given}, or run "
+                    f"`docker login {registry}` and pass no credentials.")
+        what = f"the credentials for {who}" if username or who != "the given token" else who
+        super().__init__(f"registry {registry} refused {what}{during} ({why}).", hint=hint)
+
+
 class NotFoundError(RegistryError):
     """Something the user named does not exist (image, tag, manifest or blob)."""
 
@@ -106,6 +136,21 @@ class DigestMismatchError(RegistryError):
 
 class RegistryUnavailableError(RegistryError):
     """The registry could not be reached (connection refused, DNS, timeout, TLS)."""
+
+
+class NotARegistryError(RegistryUnavailableError):
+    """Something answers at the address, but it is not an OCI / Docker v2 registry
+    (``GET /v2/`` gives no registry answer: a web page, a 404 without
+    ``Docker-Distribution-API-Version``). ``url`` is the address that was asked."""
+
+    def __init__(self, url: str, detail: str, *, hint: str | None = None) -> None:
+        self.url = url
+        super().__init__(
+            f"{url} is not a container registry: {detail}",
+            hint=hint or "Check the host and port (a registry answers GET /v2/ with 200 or "
+            "401 and a Docker-Distribution-API-Version header); JupyterLab and other web "
+            "servers do not.",
+        )
 
 
 class RegistryHTTPError(RegistryError):

@@ -74,10 +74,10 @@ def test_ls_errors_say_what_to_do(capsys: pytest.CaptureFixture[str],
                                   token_registry: RegistryService,
                                   open_registry: RegistryService) -> None:
     code, out, err = run(capsys, "ls", token_registry.host)
-    assert code == 2 and out == ""
+    assert code == 1 and out == ""
     assert "catalog" in err and "Pass a repository" in err
     code, _, err = run(capsys, "ls", open_registry.host, f"no/such-{uuid.uuid4().hex[:8]}")
-    assert code == 2 and "no such repository" in err
+    assert code == 1 and "no such repository" in err
 
 
 def test_ls_with_a_username(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
@@ -89,7 +89,7 @@ def test_ls_with_a_username(capsys: pytest.CaptureFixture[str], monkeypatch: pyt
     assert code == 0 and digest[:19] in out
     monkeypatch.setenv("REGISTRY_NB_PASSWORD", "wrong")
     code, _, err = run(capsys, "ls", token_registry.host, unique_repo, "--username", "reader")
-    assert code == 2 and "reader" in err
+    assert code == 1 and "reader" in err
 
 
 def test_images(capsys: pytest.CaptureFixture[str], docker_client, tmp_path: Path) -> None:

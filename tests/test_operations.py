@@ -247,20 +247,21 @@ def test_a_failure_mid_apply_leaves_every_undeleted_row_intact(delete_registry, 
         assert seen == (None if tag in deleted else digest), (tag, statuses[tag])
 
 
-def test_the_command_line_functions_delete_and_plan(reg, unique_repo):
-    import io
-
-    from registry_nb.images.retention import retention_command, rm_command
+def test_the_command_line_plans_and_deletes(reg, delete_registry, unique_repo, capsys):
+    from registry_nb.cli import main
 
     seed_days(reg.client, unique_repo, 3)
-    out = io.StringIO()
-    assert retention_command(reg, unique_repo, keep_last=1, out=out) == 0
-    assert out.getvalue().count("would-delete") == 2
-    out = io.StringIO()
-    assert rm_command(reg, [f"{unique_repo}:t000", f"{unique_repo}:nope"], out=out) == 1
-    assert "deleted" in out.getvalue() and "error:" in out.getvalue()
-    assert "garbage-collect" in out.getvalue()
+    host = delete_registry.host
+    assert main(["retention", f"{host}/{unique_repo}", "--keep-last", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("would-delete") == 2 and "dry run" in out
+    assert sorted(reg.client.tags(unique_repo)) == ["t000", "t001", "t002"]
+    assert main(["rm", f"{host}/{unique_repo}:t000", f"{host}/{unique_repo}:nope"]) == 1
+    out = capsys.readouterr().out
+    assert "deleted" in out and "failed" in out and "garbage-collect" in out
     assert sorted(reg.client.tags(unique_repo)) == ["t001", "t002"]
+    assert main(["rm", "--json", f"{host}/{unique_repo}:t001"]) == 0
+    assert '"status": "deleted"' in capsys.readouterr().out
 
 
 def test_retention_figures_on_300_tags(reg, unique_repo, capsys):

@@ -5,7 +5,8 @@ JSON event of docker's stream into a :class:`~registry_nb.progress.ProgressEvent
 and maps every failure, including an ``error`` line inside a stream, to a typed
 :mod:`registry_nb.errors` exception. It connects lazily; when no engine answers
 it raises :class:`EngineUnavailableError` (and :meth:`Engine.is_available` is
-False), which the facade turns into its "simulated" result.
+False), which the facade turns into its "simulated" result. The module is a little
+longer than 600 lines: one class over docker-py's streams, each operation a method.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .messages import (
     BuildLog,
     api_error_text,
     classify_engine_message,
+    naming_refusals,
     progress_event_from_docker,
     short_error,
     stream_error_text,
@@ -323,16 +325,18 @@ class Engine:
                 hint="Pass credentials with both set (a token counts as the password).",
             )
         log.info("logging in to %s as %s", server or "Docker Hub", user)
-        result = self._call(
-            "login",
-            f"to {server or 'Docker Hub'} as {user}",
-            lambda c: c.login(
-                username=user,
-                password=secret,
-                registry=None if is_docker_hub(server) else server,
-                reauth=True,
-            ),
-        )
+        with naming_refusals({"username": user, "serveraddress": server or "docker.io"},
+                            "log in"):
+            result = self._call(
+                "login",
+                f"to {server or 'Docker Hub'} as {user}",
+                lambda c: c.login(
+                    username=user,
+                    password=secret,
+                    registry=None if is_docker_hub(server) else server,
+                    reauth=True,
+                ),
+            )
         return dict(result or {})
 
     def push(
@@ -367,19 +371,20 @@ class Engine:
                 state.emit(event)
 
         log.info("pushing %s", subject)
-        self._run_stream(
-            state,
-            subject,
-            lambda c: c.push(
-                repository,
-                tag,
-                stream=True,
-                decode=True,
-                auth_config=dict(auth_config) if auth_config is not None else None,
-            ),
-            handle,
-            cancel,
-        )
+        with naming_refusals(auth_config, "push"):
+            self._run_stream(
+                state,
+                subject,
+                lambda c: c.push(
+                    repository,
+                    tag,
+                    stream=True,
+                    decode=True,
+                    auth_config=dict(auth_config) if auth_config is not None else None,
+                ),
+                handle,
+                cancel,
+            )
         if not aux.get("Digest"):
             raise EngineError(
                 f"push of {subject} ended without a digest from the registry",
@@ -418,20 +423,21 @@ class Engine:
                 state.emit(event)
 
         log.info("pulling %s", ref)
-        self._run_stream(
-            state,
-            ref,
-            lambda c: c.pull(
-                repository,
-                tag,
-                stream=True,
-                decode=True,
-                platform=platform,
-                auth_config=dict(auth_config) if auth_config is not None else None,
-            ),
-            handle,
-            cancel,
-        )
+        with naming_refusals(auth_config, "pull"):
+            self._run_stream(
+                state,
+                ref,
+                lambda c: c.pull(
+                    repository,
+                    tag,
+                    stream=True,
+                    decode=True,
+                    platform=platform,
+                    auth_config=dict(auth_config) if auth_config is not None else None,
+                ),
+                handle,
+                cancel,
+            )
         attrs = self.inspect_image(ref)
         state.emit_done(f"pulled {ref} {attrs.get('Id', '')}")
         return attrs

@@ -7,13 +7,15 @@ turns one stream event into a :class:`~registry_nb.progress.ProgressEvent`, and
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from ..errors import (
     AuthenticationError,
+    CredentialsRefusedError,
     EngineError,
     ImageNotFoundError,
     InsecureRegistryError,
@@ -23,7 +25,8 @@ from ..errors import (
 )
 from ..progress import ProgressEvent
 
-__all__ = ["progress_event_from_docker", "classify_engine_message", "BuildLog", "short_error",
+__all__ = ["naming_refusals", "progress_event_from_docker", "classify_engine_message",
+           "BuildLog", "short_error",
            "api_error_text", "stream_error_text", "ANSI",
            "STEP", "BUILT"]
 
@@ -263,3 +266,28 @@ def stream_error_text(raw: Mapping[str, Any]) -> str:
     detail = raw.get("errorDetail")
     message = detail.get("message") if isinstance(detail, Mapping) else None
     return str(message or raw.get("error") or "unknown error")
+
+
+REFUSAL_MARKERS = ("authentication required", "invalid username or password",
+                    "incorrect username or password", "unauthorized")
+
+
+@contextlib.contextmanager
+def naming_refusals(auth_config: Mapping[str, str] | None, operation: str) -> Iterator[None]:
+    """An engine's "unauthorized" with a username given becomes CredentialsRefusedError.
+
+    Docker says ``unauthorized: authentication required`` both when no credentials were
+    sent and when the password was wrong; with a username in ``auth_config`` it is the
+    password. "denied" (the user may not do this) stays an AuthenticationError.
+    """
+    try:
+        yield
+    except CredentialsRefusedError:
+        raise
+    except AuthenticationError as exc:
+        user = (auth_config or {}).get("username")
+        text = exc.message.lower()
+        if not user or "denied" in text or not any(m in text for m in REFUSAL_MARKERS):
+            raise
+        server = (auth_config or {}).get("serveraddress") or "the registry"
+        raise CredentialsRefusedError(server, user, operation=operation) from exc

@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from ..errors import (
     AuthenticationError,
+    CredentialsRefusedError,
     InvalidReferenceError,
     NotFoundError,
     RegistryError,
@@ -187,6 +188,8 @@ class RegistryImages:
         hint = "Pass a repository to list only its tags."
         try:
             yield from self.client.catalog()
+        except CredentialsRefusedError:
+            raise  # a wrong password is not about the catalog: say only that
         except AuthenticationError as exc:
             raise AuthenticationError(
                 f"{self.host} refused to list its catalog (/v2/_catalog): {exc.message}",

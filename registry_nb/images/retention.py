@@ -19,11 +19,10 @@ from typing import Any
 
 from ..errors import RegistryError, RegistryUnavailableError
 from ..oci.artifacts import parse_digest_tag
-from .delete import GC_REMINDER, Mapper, RepositoryState, delete_digest, repository_state
+from .delete import Mapper, RepositoryState, delete_digest, repository_state
 from .listing import RegistryImages
 
-__all__ = ["retention_rows", "apply_retention_rows", "RETENTION_FIELDS", "rm_command",
-           "retention_command"]
+__all__ = ["retention_rows", "apply_retention_rows", "RETENTION_FIELDS"]
 
 RETENTION_FIELDS = ("repository", "tag", "digest", "created", "action", "reason")
 
@@ -253,50 +252,3 @@ def _recheck(client: Any, repository: str, digest: str, planned: set[str],
 
 
 # ------------------------------------------------------------------ command line
-
-def rm_command(reg: Any, references: list[str], *, force: bool = False,
-               out: Any = None) -> int:
-    """CLI: registry-nb rm [--force] REPO:TAG|REPO@DIGEST ... (the lead wires it in).
-
-    ``reg`` is a :class:`~registry_nb.registry.ContainerRegistry`. A tag goes through
-    ``delete_tag``, a digest through ``delete_manifest``; prints one line per reference
-    and the garbage-collection reminder once. Returns 0, or 1 when any failed.
-    """
-    import sys
-
-    out = out or sys.stdout
-    failed = 0
-    for reference in references:
-        try:
-            if "@" in reference:
-                result = reg.delete_manifest(reference, force=force)
-            else:
-                result = reg.delete_tag(reference, force=force)
-            print(f"deleted {result['image']} (tags: {', '.join(result['tags_deleted']) or '-'})",
-                  file=out)
-        except RegistryError as exc:
-            failed += 1
-            print(f"error: {reference}: {exc}", file=out)
-    print(GC_REMINDER, file=out)
-    return 1 if failed else 0
-
-
-def retention_command(reg: Any, repository: str, *, keep_last: int | None = None,
-                      older_than_days: float | None = None, keep_tags: Iterable[str] = (),
-                      apply: bool = False, out: Any = None) -> int:
-    """CLI: registry-nb retention REPO [--keep-last N] [--older-than DAYS]
-    [--keep-tag REGEX ...] [--apply] (dry run unless --apply; the lead wires it in).
-
-    Prints the plan (or the outcome) as a table; returns 1 when a row failed.
-    """
-    import sys
-
-    out = out or sys.stdout
-    plan = reg.retention_plan(repository, keep_last=keep_last,
-                              older_than_days=older_than_days, keep_tags=tuple(keep_tags))
-    outcome = reg.apply_retention(plan, dry_run=not apply)
-    print(outcome[["tag", "digest", "action", "status", "reason", "error"]]
-          .to_string(index=False, na_rep="-", max_colwidth=60), file=out)
-    if apply:
-        print(GC_REMINDER, file=out)
-    return 1 if (outcome["status"] == "failed").any() else 0

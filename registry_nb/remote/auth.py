@@ -26,6 +26,7 @@ import requests
 
 from ..errors import (
     AuthenticationError,
+    CredentialsRefusedError,
     InsecureRegistryError,
     RegistryHTTPError,
     RegistryUnavailableError,
@@ -333,10 +334,10 @@ class RegistryAuth:
             if not (creds.has_basic or creds.identity_token):
                 if challenge.error == "insufficient_scope":
                     raise self._not_allowed(scopes, token_grants(sent_token))
-                raise AuthenticationError(
-                    f"registry {self.host} refused the given token.",
+                raise CredentialsRefusedError(
+                    self.host, None,
                     hint="The token may have expired or lack access; get a new one, "
-                    "or pass username and password instead.",
+                    "or pass credentials=RegistryCredentials(username=..., password=...).",
                 )
         if sent_token is not None and challenge.error == "insufficient_scope":
             with self._lock:
@@ -525,10 +526,8 @@ class RegistryAuth:
             return AuthenticationError(
                 f"registry {self.host} requires credentials.", hint=self._login_hint()
             )
-        return AuthenticationError(
-            f"registry {self.host} refused the credentials for {creds.describe_user()}.",
-            hint=f"Check the username and password, or run `docker login {self.host}`.",
-        )
+        return CredentialsRefusedError(self.host, creds.username or None,
+                                       who=creds.describe_user())
 
     def _not_allowed(self, scopes: tuple[str, ...],
                      granted: frozenset[tuple[str, str, str]] | None = None

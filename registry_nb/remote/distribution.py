@@ -9,6 +9,9 @@ Uploads survive dropped connections: a chunked upload asks the registry how much
 it holds (its ``Range``) and goes on from there; when the registry has lost or
 cancelled the upload session (distribution does when a PATCH was cut halfway),
 the upload starts again from the first byte.
+
+This module is longer than 600 lines: one client class for the whole API (uploads,
+pagination and probing already live beside it).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from .auth import CATALOG_SCOPE, repository_scope
 from .cache import CachedContent, ContentCache
 from .chunks import resume_offset
 from .listings import Listing, iter_names
+from .probe import RegistryProbe
 from .responses import DROPPED, raise_for_status, raw_chunks
 from .transport import Transport
 from .uploads import RESUME_ATTEMPTS, BlobProgress, BlobUploader
@@ -88,6 +92,8 @@ class RegistryClient:
         self.cache = cache
         #: Blob uploads (mounts, chunks, resumes) through the same transport.
         self.uploads = BlobUploader(transport, self.blob_exists)
+        #: Tells "not a registry" from "no such manifest" after a failure.
+        self.probe = RegistryProbe(transport)
 
     @classmethod
     def connect(
@@ -139,8 +145,10 @@ class RegistryClient:
         ``page_size`` is sent as ``n`` (capped at 1000) on the first request; later
         pages follow the registry's ``Link`` header (see :mod:`.listings`).
         """
-        return iter_names(self.transport, "/v2/_catalog", "repositories", [CATALOG_SCOPE],
-                          page_size, limit, "list the registry's catalog")
+        with self.probe.explaining():
+            yield from iter_names(self.transport, "/v2/_catalog", "repositories",
+                                  [CATALOG_SCOPE], page_size, limit,
+                                  "list the registry's catalog")
 
     def tags(self, repository: str, *, page_size: int | None = None,
              limit: int | None = None) -> list[str]:
@@ -152,10 +160,11 @@ class RegistryClient:
                   limit: int | None = None) -> Listing:
         """The tags of ``repository`` (every page) and the entries skipped as not tags."""
         listing = Listing()
-        listing.names = list(iter_names(
-            self.transport, f"/v2/{repository}/tags/list", "tags",
-            [repository_scope(repository)], page_size, limit,
-            f"list the tags of {repository}", listing.skipped))
+        with self.probe.explaining():
+            listing.names = list(iter_names(
+                self.transport, f"/v2/{repository}/tags/list", "tags",
+                [repository_scope(repository)], page_size, limit,
+                f"list the tags of {repository}", listing.skipped))
         return listing
 
     # ------------------------------------------------------------- manifests
@@ -170,6 +179,10 @@ class RegistryClient:
         cache, a digest is fetched at most once, and a tag seen before is asked for
         with ``If-None-Match`` (a 304 answer takes the manifest from the cache).
         """
+        with self.probe.explaining():
+            return self._get_manifest(repository, reference, accept)
+
+    def _get_manifest(self, repository: str, reference: str, accept: str) -> Manifest | Index:
         by_digest = _is_digest(reference)
         cache = self.cache
         if cache is None:
