@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ..errors import RegistryError
 from ..images.delete import GC_REMINDER
@@ -58,7 +59,7 @@ def _cmd_retention(args: argparse.Namespace) -> int:
     return 1 if (outcome["status"] == "failed").any() else 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: Any) -> None:
     """Add ``rm`` and ``retention``."""
     rm = commands.add_parser("rm", help="delete tags or manifests (the registry's own way)",
                              description="Delete host/repo:tag (the tag, where the registry "
