@@ -35,8 +35,8 @@ from registry_nb.oci.reference import ImageReference, validate_digest, validate_
 from registry_nb.remote.challenges import parse_www_authenticate
 from registry_nb.remote.credentials import credentials_from_docker_config
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-README_HEADING = "## Deviations from peer test vectors"
+README = Path(__file__).resolve().parents[1] / "docs" / "deviations.md"
+README_HEADING = "# Deviations from peer test vectors"
 
 
 @dataclass(frozen=True)
