@@ -7,6 +7,7 @@ that owns the work, in the manner of docker-py's models over its API and crane o
 go-containerregistry: reading goes through :class:`~registry_nb.images.listing.RegistryImages`
 (listings, images resolved by platform), moving through :mod:`registry_nb.images.copy`,
 audits through :mod:`registry_nb.audits`, frames through :mod:`registry_nb.listings`.
+It is longer than 600 lines because it is one short delegation per public name.
 """
 
 from __future__ import annotations
@@ -426,6 +427,24 @@ class ContainerRegistry:
                                   workers=workers, progress=progress, cancel=cancel)
         shown = dst.with_tag(tag) if tag else dst
         return _result(result, source=str(src), destination=str(shown))
+
+    def sync_repositories(self, source: ContainerRegistry | str,
+                          repositories: str | list[str] | None = None, *,
+                          tags: str | list[str] | None = None,
+                          platforms: str | list[str] | None = None, referrers: bool = True,
+                          progress: ProgressCallback | None = None, workers: int = 4,
+                          cancel: threading.Event | None = None) -> pd.DataFrame:
+        """Mirror ``source``'s ``repositories`` (a ContainerRegistry or a URL; None: its
+        catalog) here under the same names, one row per tag (see images.sync)."""
+        from .frames import SYNC_COLUMNS, build_frame
+        from .images import sync
+
+        given = source.images if isinstance(source, ContainerRegistry) else source
+        with sync.source_images(given, self.images) as images:
+            rows = sync.sync_repositories(images, self.images, repositories, tags=tags,
+                                          platforms=platforms, referrers=referrers,
+                                          progress=progress, workers=workers, cancel=cancel)
+        return build_frame([r.as_dict() for r in rows], SYNC_COLUMNS)
 
     def save_image(self, image_name: str, image_tag: str | None, path: str | os.PathLike[str], *,
                    platforms: str | list[str] | None = None,
