@@ -33,7 +33,7 @@ from .images.assemble import append_layers, write_layer
 from .images.copy import DEFAULT_WORKERS as COPY_WORKERS
 from .images.copy import CopyResult, plan_copy
 from .images.copy import copy_image as copy_between
-from .images.image import Image, RegistryRepository, open_image
+from .images.image import Image, RegistryRepository, open_image, resolve_image
 from .images.layout import OCILayout, open_local
 from .images.listing import (
     DEFAULT_WORKERS,
@@ -588,6 +588,23 @@ class ContainerRegistry:
         ref = self._reference(image_name, image_tag)
         return audits.packages_frame(self.images, ref.repository, ref.identifier,
                                      platform=platform)
+
+    def diff_images(self, a: str, b: str, *, platform: str | None = None,
+                    shared: bool | str = "auto") -> Any:
+        """Compare two images (``repo:tag`` here, or full references of any registry):
+        an :class:`~registry_nb.audits.diff.ImageDiff`; shared base layers are not read
+        unless ``shared`` says so (see registry_nb.audits.diff)."""
+        from .audits.diff import diff_images
+
+        with self._stores() as store:
+            images = []
+            for name in (a, b):
+                try:
+                    ref = self._reference(name)
+                except InvalidReferenceError:
+                    ref = _parse(name)
+                images.append(resolve_image(store(ref), ref.identifier, platform).image)
+            return diff_images(*images, name_a=a, name_b=b, shared=shared)
 
 
 def _parse(reference: str | ImageReference) -> ImageReference:
