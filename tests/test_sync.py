@@ -222,3 +222,33 @@ def test_sync_reads_the_referrers_api_where_the_source_has_one(
         assert reg.client.head_manifest(app, sig.digest) is not None
         # other digests: the proxy forwards, the registry answers 404, the API is dropped
         assert len(proxy.matching("GET", "/referrers/")) >= 2
+
+
+def test_cancel_stops_the_sync_and_a_second_run_finishes_it(
+    source_repos: dict, open_registry: RegistryService, basic_registry: RegistryService,
+) -> None:
+    import threading
+
+    app, multi = source_repos["app"], source_repos["multi"]
+    cancel = threading.Event()
+    events: list[ProgressEvent] = []
+
+    def progress(event: ProgressEvent) -> None:
+        events.append(event)
+        if event.status == "copied":
+            cancel.set()  # after the first tag
+
+    with facade(basic_registry) as reg:
+        first = reg.sync_repositories(open_registry.host, [app, multi], workers=1,
+                                      progress=progress, cancel=cancel)
+        assert (first.status == "copied").sum() == 1
+        cancelled = first[first.status == "failed"]
+        assert len(cancelled) >= 4 and cancelled.error.str.startswith("OperationCancelled").all()
+        assert [e.phase for e in events if e.is_final] == ["cancelled"]
+        second = reg.sync_repositories(open_registry.host, [app, multi], workers=1)
+        assert set(second.status) == {"copied", "present"}
+        assert (second.status == "present").sum() == 1
+        for row in second.itertuples():
+            assert skopeo_digest(basic_registry.ref(row.repository, row.tag),
+                                 basic_registry.creds) == \
+                source_view(open_registry, row.repository, row.tag)
