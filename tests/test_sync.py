@@ -252,3 +252,36 @@ def test_cancel_stops_the_sync_and_a_second_run_finishes_it(
             assert skopeo_digest(basic_registry.ref(row.repository, row.tag),
                                  basic_registry.creds) == \
                 source_view(open_registry, row.repository, row.tag)
+
+
+def test_blobs_shared_across_repositories_are_mounted_not_sent_twice(
+    tmp_path, open_registry: RegistryService, basic_registry: RegistryService, unique_repo: str,
+) -> None:
+    """An app image on a base in another repository: the base layer reaches the
+    destination once and is mounted into the second repository (seen at a proxy
+    in front of the destination)."""
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "big.bin").write_bytes(os.urandom(64 * 1024))
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "app.txt").write_text("app\n")
+    base, app = f"{unique_repo}-a-base", f"{unique_repo}-b-app"
+    with ContainerRegistry(open_registry.host) as src:
+        made = src.image_from_directory(tmp_path / "base", base, "1")
+        src.image_from_directory(tmp_path / "app", app, "1",
+                                 base=f"{open_registry.host}/{base}:1")
+        with FaultProxy(basic_registry.url) as proxy:
+            dst = ContainerRegistry(proxy.host, RegistryCredentials(
+                username=basic_registry.username, password=basic_registry.password,
+                registry_url=proxy.host))
+            frame = dst.sync_repositories(src, [base, app], workers=1)
+            assert set(frame.status) == {"copied"}
+            layer = made["layer_digest"].split(":", 1)[1]  # paths carry it URL-encoded
+            mounts = proxy.matching("POST", f"/v2/{app}/blobs/uploads/\\?mount=")
+            assert [m.status for m in mounts if layer in m.path] == [201]
+            assert not [r for r in proxy.matching("PUT", f"/v2/{app}/blobs/uploads/")
+                        if layer in r.path]  # the base layer was not uploaded to the app
+            assert [r.status for r in proxy.matching("PUT", f"/v2/{base}/blobs/uploads/")
+                    if layer in r.path] == [201]  # but once, to the base repository
+            dst.close()
+        app_row = frame[frame.repository == app].iloc[0]
+        assert app_row.bytes < 64 * 1024  # only the app's own layer and config moved
