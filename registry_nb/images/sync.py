@@ -32,9 +32,15 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
-from ..errors import OperationCancelled, RegistryError
-from ..oci import Descriptor, Index, Manifest
-from ..oci.artifacts import parse_digest_tag, parse_referrers_index
+from ..errors import NotFoundError, OperationCancelled, RegistryError
+from ..oci import OCI_INDEX, Descriptor, Index, Manifest
+from ..oci.artifacts import (
+    fallback_tag,
+    merge_referrers,
+    parse_digest_tag,
+    parse_referrers_index,
+    referrer_descriptor,
+)
 from ..oci.reference import normalize_registry
 from ..progress import ProgressCallback, ProgressEvent
 from ..remote.challenges import repository_scope
@@ -243,13 +249,14 @@ def sync_repositories(
     jobs = [_Job(name, tag, "tag") for name in names for tag in repo_tags[name]
             if parse_digest_tag(tag) is None and match(tag)]
     rows: list[SyncRow] = []
-    api = {"source": True}
+    api = {"source": True, "destination": True}
     done: set[tuple[str, str]] = set()
     depth = 0
     while jobs:
         level = _run_level(source, destination, jobs, platforms, workers, stream, ledger,
                            cancel)
         rows.extend(level)
+        _index_api_referrers(destination, level, api)
         if not referrers or depth >= REFERRER_DEPTH:
             break
         depth += 1
@@ -285,25 +292,50 @@ def _referrer_jobs(source: RegistryImages, repository: str, digest: str, tags: l
         if parsed is not None and parsed.names(digest):
             jobs.append(_Job(repository, tag, parsed.kind, subject=digest))
     if api["source"]:
-        for descriptor in _api_referrers(source, repository, digest, api):
-            jobs.append(_Job(repository, descriptor.digest, "referrer", subject=digest))
+        found = _api_referrers(source, repository, digest)
+        api["source"] = found is not None  # a 404 turns the API off for this sync
+        jobs.extend(_Job(repository, d.digest, "referrer", subject=digest)
+                    for d in found or [])
     return jobs
 
 
-def _api_referrers(source: RegistryImages, repository: str, digest: str,
-                   api: dict[str, bool]) -> list[Descriptor]:
-    """``GET /v2/<name>/referrers/<digest>``; a 404 turns the API off for this sync."""
-    response = source.client.transport.request(
+def _api_referrers(images: RegistryImages, repository: str,
+                   digest: str) -> list[Descriptor] | None:
+    """``GET /v2/<name>/referrers/<digest>``; None when the registry has no such API."""
+    response = images.client.transport.request(
         "GET", f"/v2/{repository}/referrers/{digest}", scopes=[repository_scope(repository)],
-        headers={"Accept": "application/vnd.oci.image.index.v1+json"})
+        headers={"Accept": OCI_INDEX})
     try:
         if response.status_code in (404, 405):
-            api["source"] = False
-            return []
+            return None
         raise_for_status(response, f"list the referrers of {repository}@{digest}")
         return parse_referrers_index(response.content)
     finally:
         response.close()
+
+
+def _index_api_referrers(destination: RegistryImages, rows: list[SyncRow],
+                         api: dict[str, bool]) -> None:
+    """Referrers copied by digest are listed in the destination's fallback tag
+    ``sha256-<hex>`` of their subject, unless the destination has a referrers API."""
+    by_subject: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        if row.kind == "referrer" and row.status == "copied" and row.subject and row.digest:
+            by_subject.setdefault((row.repository, row.subject), []).append(row.digest)
+    for (repository, subject), digests in by_subject.items():
+        if api["destination"]:
+            api["destination"] = _api_referrers(destination, repository, subject) is not None
+            if api["destination"]:
+                continue  # the destination indexes them itself
+        tag = fallback_tag(subject)
+        try:
+            existing: bytes | None = destination.client.get_manifest(repository, tag).raw
+        except NotFoundError:
+            existing = None
+        added = [referrer_descriptor(destination.client.get_manifest(repository, d).raw)
+                 for d in digests]
+        merged = merge_referrers(existing, add=added)
+        destination.client.put_manifest(repository, tag, merged, OCI_INDEX)
 
 
 def _run_level(source: RegistryImages, destination: RegistryImages, jobs: list[_Job],
