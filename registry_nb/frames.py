@@ -290,3 +290,19 @@ __all__ += [
     "AUDIT_COLUMNS", "AUDIT_RULE_COLUMNS", "STORAGE_COLUMNS", "LAYER_FILE_COLUMNS",
     "LAYER_SCAN_COLUMNS", "WASTED_FILE_COLUMNS", "PACKAGE_COLUMNS", "VULNERABILITY_COLUMNS",
 ]
+
+# ---------------------------------------------------------------- operate
+#: One row per tag of a sync (``ContainerRegistry.sync_repositories``); ``bytes`` are
+#: blob bytes moved over the wire, ``kind`` says whether the row is a tag or a referrer.
+SYNC_COLUMNS: dict[str, str] = {
+    "repository": "string",
+    "tag": "string",
+    "kind": "string",
+    "status": "string",
+    "digest": "string",
+    "bytes": "int64",
+    "error": "string",
+    "subject": "string",
+}
+
+__all__ += ["SYNC_COLUMNS"]

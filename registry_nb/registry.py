@@ -36,7 +36,7 @@ from .images.copy import DEFAULT_WORKERS as COPY_WORKERS
 from .images.copy import CopyResult, plan_copy, save_to_layout
 from .images.copy import copy_image as copy_between
 from .images.delete import delete_manifest, delete_tag
-from .images.image import Image, explain_unpack_failure, open_image
+from .images.image import Image, explain_unpack_failure, open_image, resolve_image
 from .images.listing import (
     DEFAULT_WORKERS,
     RegistryImages,
@@ -426,6 +426,24 @@ class ContainerRegistry:
         shown = dst.with_tag(tag) if tag else dst
         return _result(result, source=str(src), destination=str(shown))
 
+    def sync_repositories(self, source: ContainerRegistry | str,
+                          repositories: str | list[str] | None = None, *,
+                          tags: str | list[str] | None = None,
+                          platforms: str | list[str] | None = None, referrers: bool = True,
+                          progress: ProgressCallback | None = None, workers: int = 4,
+                          cancel: threading.Event | None = None) -> pd.DataFrame:
+        """Mirror ``source``'s ``repositories`` (a ContainerRegistry or a URL; None: its
+        catalog) here under the same names, one row per tag (see images.sync)."""
+        from .frames import SYNC_COLUMNS, build_frame
+        from .images import sync
+
+        given = source.images if isinstance(source, ContainerRegistry) else source
+        with sync.source_images(given, self.images) as images:
+            rows = sync.sync_repositories(images, self.images, repositories, tags=tags,
+                                          platforms=platforms, referrers=referrers,
+                                          progress=progress, workers=workers, cancel=cancel)
+        return build_frame([r.as_dict() for r in rows], SYNC_COLUMNS)
+
     def save_image(self, image_name: str, image_tag: str | None, path: str | os.PathLike[str], *,
                    platforms: str | list[str] | None = None, ref_name: str | None = None,
                    preserve_digests: bool = False,
@@ -626,6 +644,23 @@ class ContainerRegistry:
         ref = self._reference(image_name, image_tag)
         return audits.packages_frame(self.images, ref.repository, ref.identifier,
                                      platform=platform)
+
+    def diff_images(self, a: str, b: str, *, platform: str | None = None,
+                    shared: bool | str = "auto") -> Any:
+        """Compare two images (``repo:tag`` here, or full references of any registry):
+        an :class:`~registry_nb.audits.diff.ImageDiff`; shared base layers are not read
+        unless ``shared`` says so (see registry_nb.audits.diff)."""
+        from .audits.diff import diff_images
+
+        with self._stores() as store:
+            images = []
+            for name in (a, b):
+                try:
+                    ref = self._reference(name)
+                except InvalidReferenceError:
+                    ref = _parse(name)
+                images.append(resolve_image(store(ref), ref.identifier, platform).image)
+            return diff_images(*images, name_a=a, name_b=b, shared=shared)
 
 
 def _parse(reference: str | ImageReference) -> ImageReference:

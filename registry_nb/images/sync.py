@@ -1,0 +1,427 @@
+"""Mirror repositories from one registry into another (``skopeo sync``, regsync, crane copy).
+
+:func:`sync_repositories` lists the source's tags, keeps those the filters match, and for
+each one:
+
+1. HEADs the tag on both sides: the same digest in the destination means ``present``
+   (no manifest body, no blob traffic);
+2. otherwise plans the copy (:func:`~registry_nb.images.copy.plan_copy`, manifests only)
+   and copies it (:func:`~registry_nb.images.copy.copy_image`): blobs the destination
+   repository has are skipped, blobs another repository of the destination already holds
+   (copied earlier in this sync, or the source's own repository on the same registry) are
+   mounted, the rest stream through verified;
+3. with ``referrers``, does the same for what is attached to the digest it wrote: the
+   fallback tag ``sha256-<hex>`` and cosign's ``.sig``/``.att``/``.sbom`` tags, and the
+   manifests the source's referrers API lists (skipped once the source answers 404:
+   distribution 2.8 has no such API), one level after another.
+
+Tags are the unit of work and of resumption: a copy tags nothing until every blob
+arrived, so a second run after a failure finds the finished tags ``present`` and does
+only what is left. Tags run ``workers`` at a time, each copy with ``workers //
+concurrent tags`` blob threads, so at most ``workers`` transfers are in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any
+
+from ..errors import NotFoundError, OperationCancelled, RegistryError
+from ..oci import OCI_INDEX, Descriptor, Index, Manifest
+from ..oci.artifacts import (
+    fallback_tag,
+    merge_referrers,
+    parse_digest_tag,
+    parse_referrers_index,
+    referrer_descriptor,
+)
+from ..oci.reference import normalize_registry
+from ..progress import ProgressCallback, ProgressEvent
+from ..remote.challenges import repository_scope
+from ..remote.distribution import RegistryClient
+from ..remote.responses import raise_for_status
+from .copy import CopyPlan, copy_image, plan_copy
+from .image import BlobProgress, ImageStore, RegistryRepository, short_id
+from .listing import RegistryImages
+
+__all__ = ["SyncRow", "sync_repositories", "source_images", "tag_matcher", "SYNC_STATUSES",
+           "DEFAULT_WORKERS"]
+
+log = logging.getLogger(__name__)
+
+#: Transfers in flight at once, over the whole sync.
+DEFAULT_WORKERS = 4
+#: What a row's ``status`` can be.
+SYNC_STATUSES = ("copied", "present", "failed")
+#: Levels of referrers followed (a signature of an SBOM attached to an image: 2).
+REFERRER_DEPTH = 3
+
+
+@dataclass(frozen=True)
+class SyncRow:
+    """One tag (or referrer by digest) of a sync and what became of it.
+
+    ``kind`` is ``tag``, ``fallback``, ``sig``, ``att``, ``sbom`` (digest tags) or
+    ``referrer`` (found by the referrers API, copied by digest, ``tag`` None);
+    ``bytes`` counts blob bytes moved over the wire (0 for mounts and skips).
+    """
+
+    repository: str
+    tag: str | None
+    kind: str
+    status: str
+    digest: str | None
+    bytes: int = 0
+    error: str | None = None
+    subject: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as a plain dict."""
+        return asdict(self)
+
+
+def tag_matcher(tags: str | re.Pattern[str] | Iterable[str | re.Pattern[str]] | None):
+    """A predicate over tag names: None keeps all; a regex (or several) searched in the tag."""
+    if tags is None:
+        return lambda tag: True
+    patterns = [tags] if isinstance(tags, (str, re.Pattern)) else list(tags)
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern) if isinstance(pattern, str) else pattern)
+        except re.error as exc:
+            raise RegistryError(f"the tag pattern {pattern!r} is not a regular expression "
+                                f"({exc})", hint=r"Write tags as regular expressions, "
+                                r"e.g. tags=[r'^v\d+', 'latest'].") from None
+    return lambda tag: any(p.search(tag) for p in compiled)
+
+
+@dataclass
+class _Job:
+    repository: str
+    reference: str  # a tag, or a digest for referrers found by the API
+    kind: str
+    subject: str | None = None
+    plan: CopyPlan | None = None
+    source_digest: str | None = None
+
+    @property
+    def tag(self) -> str | None:
+        return None if self.kind == "referrer" else self.reference
+
+
+@dataclass
+class _Ledger:
+    """Which destination repository holds which blob (for mounts), thread-safe."""
+
+    held: dict[str, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    blob_locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
+
+    def locks(self, repository: str, digests: Iterable[str]) -> list[threading.Lock]:
+        """One lock per blob of a repository, in a fixed order: copies that share blobs
+        take turns (two uploads of one blob into one repository race in distribution)."""
+        with self.lock:
+            return [self.blob_locks.setdefault((repository, d), threading.Lock())
+                    for d in sorted(set(digests))]
+
+    def record(self, repository: str, digests: Iterable[str]) -> None:
+        with self.lock:
+            for digest in digests:
+                self.held.setdefault(digest, repository)
+
+    def where(self, digest: str) -> str | None:
+        with self.lock:
+            return self.held.get(digest)
+
+
+class _MountingSource(ImageStore):
+    """A source repository that names a destination repository as a blob's origin when
+    this sync already put the blob there, so the copier mounts instead of uploading."""
+
+    def __init__(self, inner: RegistryRepository, ledger: _Ledger, host: str) -> None:
+        self.inner = inner
+        self.ledger = ledger
+        self.host = host
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def get_manifest(self, reference: str | None) -> Manifest | Index:
+        return self.inner.get_manifest(reference)
+
+    def iter_blob(self, descriptor: Descriptor, *, progress: BlobProgress | None = None):
+        return self.inner.iter_blob(descriptor, progress=progress)
+
+    def read_blob(self, descriptor: Descriptor, *, max_bytes: int = 4 * 1024 * 1024) -> bytes:
+        return self.inner.read_blob(descriptor, max_bytes=max_bytes)
+
+    def read_range(self, descriptor: Descriptor, start: int,
+                   end: int | None = None) -> bytes | None:
+        return self.inner.read_range(descriptor, start, end)
+
+    def open_blob_file(self, descriptor: Descriptor) -> IO[bytes] | None:
+        return None
+
+    def blob_origin(self, descriptor: Descriptor) -> tuple[str, str] | None:
+        held = self.ledger.where(descriptor.digest)
+        return (self.host, held) if held else self.inner.blob_origin(descriptor)
+
+
+class _Stream:
+    """The one progress stream of a sync: copies' final events demoted, one end."""
+
+    def __init__(self, callback: ProgressCallback | None) -> None:
+        self.callback = callback
+        self.lock = threading.Lock()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self.callback is None:
+            return
+        if event.is_final:
+            event = ProgressEvent(phase="copy", message=event.message, status=event.phase)
+        with self.lock:
+            self.callback(event)
+
+    def final(self, event: ProgressEvent) -> None:
+        if self.callback is not None:
+            with self.lock:
+                self.callback(event)
+
+
+@contextmanager
+def source_images(source: RegistryImages | str, own: RegistryImages) -> Iterator[RegistryImages]:
+    """``source`` as images: as given, ``own`` for its own host, or a client for another
+    registry's URL (credentials from the docker config), closed at the end."""
+    if isinstance(source, RegistryImages):
+        yield source
+        return
+    if normalize_registry(source) == own.host:
+        yield own
+        return
+    client = RegistryClient.connect(source, None, pool_size=max(own.workers, 4))
+    try:
+        yield RegistryImages(client, workers=own.workers)
+    finally:
+        client.close()
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def sync_repositories(
+    source: RegistryImages,
+    destination: RegistryImages,
+    repositories: str | Iterable[str] | None = None,
+    *,
+    tags: Any = None,
+    platforms: Any = None,
+    referrers: bool = True,
+    progress: ProgressCallback | None = None,
+    workers: int = DEFAULT_WORKERS,
+    cancel: threading.Event | None = None,
+) -> list[SyncRow]:
+    """Copy every matching tag of ``repositories`` (None: the source's catalog) from
+    ``source`` into the same repository names of ``destination``; one row per tag.
+
+    ``tags``: a regular expression or several (searched in the tag; None: every tag);
+    digest tags (``sha256-…``) are never matched themselves, they travel with their
+    subject when ``referrers`` is true. ``platforms`` is passed to
+    :func:`~registry_nb.images.copy.plan_copy` (a subset of an index gets a new digest).
+    Per-tag problems become ``failed`` rows and the rest goes on; a ``cancel`` marks
+    what was not done ``failed`` with ``OperationCancelled``. Errors before any tag
+    (listing the catalog, bad patterns) raise.
+    """
+    match = tag_matcher(tags)
+    workers = max(1, workers)
+    stream = _Stream(progress)
+    ledger = _Ledger()
+    names = source.repository_names(repositories)
+    listed = source.map(lambda name: sorted(source.client.tags(name)), names)
+    repo_tags = dict(zip(names, listed, strict=True))
+    jobs = [_Job(name, tag, "tag") for name in names for tag in repo_tags[name]
+            if parse_digest_tag(tag) is None and match(tag)]
+    rows: list[SyncRow] = []
+    api = {"source": True, "destination": True}
+    done: set[tuple[str, str]] = set()
+    depth = 0
+    while jobs:
+        level = _run_level(source, destination, jobs, platforms, workers, stream, ledger,
+                           cancel)
+        rows.extend(level)
+        _index_api_referrers(destination, level, api)
+        if not referrers or depth >= REFERRER_DEPTH:
+            break
+        depth += 1
+        jobs = []
+        for row in level:
+            if row.status == "failed" or row.digest is None or \
+                    (row.repository, row.digest) in done:
+                continue
+            done.add((row.repository, row.digest))
+            jobs.extend(_referrer_jobs(source, row.repository, row.digest,
+                                       repo_tags.get(row.repository, []), api))
+    copied = sum(r.status == "copied" for r in rows)
+    present = sum(r.status == "present" for r in rows)
+    failed = sum(r.status == "failed" for r in rows)
+    summary = f"Synced {len(rows)} tags from {source.host}: {copied} copied, " \
+              f"{present} present, {failed} failed"
+    if cancel is not None and cancel.is_set():
+        stream.final(ProgressEvent(phase="cancelled", message=summary))
+    elif failed:
+        stream.final(ProgressEvent(phase="failed", message=summary + "; run it again to "
+                                   "copy what is left"))
+    else:
+        stream.final(ProgressEvent(phase="done", message=summary, status="done"))
+    return rows
+
+
+def _referrer_jobs(source: RegistryImages, repository: str, digest: str, tags: list[str],
+                   api: dict[str, bool]) -> list[_Job]:
+    """Digest tags naming ``digest``, and what the source's referrers API lists for it."""
+    jobs = []
+    for tag in tags:
+        parsed = parse_digest_tag(tag)
+        if parsed is not None and parsed.names(digest):
+            jobs.append(_Job(repository, tag, parsed.kind, subject=digest))
+    if api["source"]:
+        found = _api_referrers(source, repository, digest)
+        api["source"] = found is not None  # a 404 turns the API off for this sync
+        jobs.extend(_Job(repository, d.digest, "referrer", subject=digest)
+                    for d in found or [])
+    return jobs
+
+
+def _api_referrers(images: RegistryImages, repository: str,
+                   digest: str) -> list[Descriptor] | None:
+    """``GET /v2/<name>/referrers/<digest>``; None when the registry has no such API."""
+    response = images.client.transport.request(
+        "GET", f"/v2/{repository}/referrers/{digest}", scopes=[repository_scope(repository)],
+        headers={"Accept": OCI_INDEX})
+    try:
+        if response.status_code in (404, 405):
+            return None
+        raise_for_status(response, f"list the referrers of {repository}@{digest}")
+        return parse_referrers_index(response.content)
+    finally:
+        response.close()
+
+
+def _index_api_referrers(destination: RegistryImages, rows: list[SyncRow],
+                         api: dict[str, bool]) -> None:
+    """Referrers copied by digest are listed in the destination's fallback tag
+    ``sha256-<hex>`` of their subject, unless the destination has a referrers API."""
+    by_subject: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        if row.kind == "referrer" and row.status == "copied" and row.subject and row.digest:
+            by_subject.setdefault((row.repository, row.subject), []).append(row.digest)
+    for (repository, subject), digests in by_subject.items():
+        if api["destination"]:
+            api["destination"] = _api_referrers(destination, repository, subject) is not None
+            if api["destination"]:
+                continue  # the destination indexes them itself
+        tag = fallback_tag(subject)
+        try:
+            existing: bytes | None = destination.client.get_manifest(repository, tag).raw
+        except NotFoundError:
+            existing = None
+        added = [referrer_descriptor(destination.client.get_manifest(repository, d).raw)
+                 for d in digests]
+        merged = merge_referrers(existing, add=added)
+        destination.client.put_manifest(repository, tag, merged, OCI_INDEX)
+
+
+def _run_level(source: RegistryImages, destination: RegistryImages, jobs: list[_Job],
+               platforms: Any, workers: int, stream: _Stream, ledger: _Ledger,
+               cancel: threading.Event | None) -> list[SyncRow]:
+    """Plan every job (HEADs, manifests), announce the bytes, then copy what is missing."""
+    def plan(job: _Job) -> SyncRow | _Job:
+        if cancel is not None and cancel.is_set():
+            return _cancelled(job)
+        try:
+            return _plan(source, destination, job, None if job.kind != "tag" else platforms)
+        except RegistryError as exc:
+            return SyncRow(job.repository, job.tag, job.kind, "failed", None, 0, _error(exc),
+                           job.subject)
+
+    planned = _map(plan, jobs, max(workers, 8))
+    todo = [p for p in planned if isinstance(p, _Job)]
+    blobs: dict[str, int] = {}
+    for job in todo:
+        assert job.plan is not None
+        blobs.update((d.digest, d.size) for d in job.plan.blobs)
+    stream(ProgressEvent(phase="copy", total=sum(blobs.values()),
+                         message=f"{len(jobs)} tags: {len(todo)} to copy, "
+                         f"{len(jobs) - len(todo)} present or failed, {len(blobs)} blobs"))
+    for digest, size in blobs.items():  # every layer known up front: bars show the whole sync
+        stream(ProgressEvent(phase="upload", layer=short_id(digest), current=0, total=size,
+                             status="Waiting"))
+    blob_workers = max(1, workers // max(1, min(workers, len(todo))))
+
+    def copy(job: _Job) -> SyncRow:
+        if cancel is not None and cancel.is_set():
+            return _cancelled(job)
+        assert job.plan is not None
+        store = _MountingSource(RegistryRepository(source.client, job.repository), ledger,
+                                destination.host)
+        locks = ledger.locks(job.repository, (d.digest for d in job.plan.blobs))
+        try:
+            with ExitStack() as held:
+                for lock in locks:
+                    held.enter_context(lock)
+                result = copy_image(store, destination.repository(job.repository),
+                                    tag=job.tag, plan=job.plan, workers=blob_workers,
+                                    progress=stream, cancel=cancel)
+        except OperationCancelled:
+            return _cancelled(job)
+        except RegistryError as exc:
+            return SyncRow(job.repository, job.tag, job.kind, "failed", job.plan.top.digest, 0,
+                           _error(exc), job.subject)
+        ledger.record(job.repository, (d.digest for d in job.plan.blobs))
+        stream(ProgressEvent(phase="copy", message=f"{job.repository}:{job.reference} "
+                             f"copied ({result.digest})", status="copied"))
+        return SyncRow(job.repository, job.tag, job.kind, "copied", result.digest,
+                       result.bytes_copied, None, job.subject)
+
+    copied = iter(_map(copy, todo, workers))
+    return [next(copied) if isinstance(p, _Job) else p for p in planned]
+
+
+def _plan(source: RegistryImages, destination: RegistryImages, job: _Job,
+          platforms: Any) -> SyncRow | _Job:
+    head = source.client.head_manifest(job.repository, job.reference)
+    if head is None:
+        raise RegistryError(f"{source.host}/{job.repository}:{job.reference} is gone from "
+                            "the source", hint="It was deleted while the sync ran.")
+    there = destination.client.head_manifest(job.repository, job.reference)
+    if platforms is None and head.digest and there is not None and there.digest == head.digest:
+        return SyncRow(job.repository, job.tag, job.kind, "present", head.digest, 0, None,
+                       job.subject)
+    job.plan = plan_copy(RegistryRepository(source.client, job.repository), job.reference,
+                         platforms=platforms)
+    job.source_digest = head.digest
+    if there is not None and there.digest == job.plan.top.digest:
+        return SyncRow(job.repository, job.tag, job.kind, "present", there.digest, 0, None,
+                       job.subject)
+    return job
+
+
+def _cancelled(job: _Job) -> SyncRow:
+    return SyncRow(job.repository, job.tag, job.kind, "failed", None, 0,
+                   "OperationCancelled: the sync was cancelled before this tag was copied",
+                   job.subject)
+
+
+def _map(func, items: list, workers: int) -> list:
+    if len(items) <= 1:
+        return [func(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(workers, len(items)),
+                            thread_name_prefix="registry-nb-sync") as pool:
+        return list(pool.map(func, items))
