@@ -256,20 +256,21 @@ def findings_by_rule(frame: pd.DataFrame, *, rules: pd.DataFrame | None = None,
     return fig
 
 
-def diff_chart(diff: Any, *, title: str | None = None) -> Figure:
+def diff_chart(diff: Any, *, title: str | None = None) -> ChartFigure:
     """Bytes of two images side by side: the shared base and each side's own layers,
     with the file and package changes in the title (``diff`` from ``diff_images``)."""
     s = diff.summary
     fig, ax = _figure(7, 2.4)
-    shared = s["shared_bytes"] / _MB
+    scale, _ = bytes_axis(ax, "x", max(s["size_bytes_a"], s["size_bytes_b"], 1),
+                          "compressed size")
+    shared = s["shared_bytes"] / scale
     names = [_short(s["a"], 30), _short(s["b"], 30)]
-    own = [(s["size_bytes_a"] - s["shared_bytes"]) / _MB,
-           (s["size_bytes_b"] - s["shared_bytes"]) / _MB]
+    own = [(s["size_bytes_a"] - s["shared_bytes"]) / scale,
+           (s["size_bytes_b"] - s["shared_bytes"]) / scale]
     ax.barh(names, [shared, shared], color="#95a5a6", label="shared layers")
     ax.barh(names, own, left=[shared, shared], color=["#c0392b", "#27ae60"],
             label="own layers")
     ax.invert_yaxis()
-    ax.set_xlabel("compressed MB")
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(title or f"{s['files_added']} files added, {s['files_removed']} removed, "
                  f"{s['files_changed']} changed; {s['packages_changed']} packages changed")
