@@ -271,3 +271,21 @@ __all__ += [
     "AUDIT_COLUMNS", "AUDIT_RULE_COLUMNS", "STORAGE_COLUMNS", "LAYER_FILE_COLUMNS",
     "LAYER_SCAN_COLUMNS", "WASTED_FILE_COLUMNS", "PACKAGE_COLUMNS", "VULNERABILITY_COLUMNS",
 ]
+
+# ---------------------------------------------------------------- supply chain
+
+#: One row per attachment of an image (``ContainerRegistry.referrers``).
+REFERRER_COLUMNS: dict[str, str] = {
+    "found_by": "string",
+    "artifact_type": "string",
+    "kind": "string",
+    "format": "string",
+    "digest": "string",
+    "media_type": "string",
+    "size": "Int64",
+    "annotations": "object",
+    "subject": "string",
+    "tag": "string",
+}
+
+__all__ += ["REFERRER_COLUMNS"]

@@ -7,6 +7,8 @@ that owns the work, in the manner of docker-py's models over its API and crane o
 go-containerregistry: reading goes through :class:`~registry_nb.images.listing.RegistryImages`
 (listings, images resolved by platform), moving through :mod:`registry_nb.images.copy`,
 audits through :mod:`registry_nb.audits`, frames through :mod:`registry_nb.listings`.
+The module is longer than 600 lines because it is the one list of public methods,
+each a short delegation with its docstring.
 """
 
 from __future__ import annotations
@@ -390,7 +392,7 @@ class ContainerRegistry:
                    platforms: str | list[str] | None = None,
                    progress: ProgressCallback | None = None,
                    cancel: threading.Event | None = None,
-                   workers: int = COPY_WORKERS) -> dict[str, Any]:
+                   workers: int = COPY_WORKERS, referrers: bool = True) -> dict[str, Any]:
         """Copy an image between repositories or registries, without a Docker engine.
 
         ``source`` and ``destination`` are full references
@@ -402,7 +404,10 @@ class ContainerRegistry:
         image manifest alone; several: a new index of those). Nothing is tagged unless
         every blob arrived. Returns ``{"status": "success", "source", "destination",
         "digest", "media_type", "platforms", "blobs", "copied_blobs", "mounted_blobs",
-        "existing_blobs", "bytes_copied", "size_bytes", "duration_seconds"}``.
+        "existing_blobs", "bytes_copied", "size_bytes", "duration_seconds", "referrers"}``.
+        With ``referrers`` (the default) signatures, SBOMs and attestations attached to
+        the copied manifests (referrers API, fallback tag, cosign tags) come along;
+        ``"referrers"`` counts them.
         """
         src = _parse(source)
         dst = _parse(destination)
@@ -415,10 +420,17 @@ class ContainerRegistry:
                     hint="Name the destination by tag, or copy without platforms=.",
                 )
             tag = dst.tag if dst.tag or dst.digest else "latest"
-            result = copy_between(source_store, store(dst), tag=tag, plan=plan,
+            target = store(dst)
+            result = copy_between(source_store, target, tag=tag, plan=plan,
                                   workers=workers, progress=progress, cancel=cancel)
+            carried = 0
+            if referrers:
+                from .images.referrers import copy_referrers
+                digests = [plan.top.digest, *(c.digest for c in plan.children)]
+                carried = len(copy_referrers(source_store.client, source_store.repository,
+                                             target.client, target.repository, digests))
         shown = dst.with_tag(tag) if tag else dst
-        return _result(result, source=str(src), destination=str(shown))
+        return _result(result, source=str(src), destination=str(shown), referrers=carried)
 
     def save_image(self, image_name: str, image_tag: str | None, path: str | os.PathLike[str], *,
                    platforms: str | list[str] | None = None, ref_name: str | None = None,
@@ -506,6 +518,53 @@ class ContainerRegistry:
         return _result(result, image=full,
                        base=str(base_ref) if base_ref else None, layer_digest=layer.digest,
                        diff_id=layer.diff_id, uncompressed_size_bytes=layer.uncompressed_size)
+
+    # ============================================================================
+    # Artifacts and the supply chain (registry_nb.images.artifacts / .referrers,
+    # registry_nb.audits.supply_chain)
+    # ============================================================================
+
+    def push_artifact(self, paths: Any, name: str, tag: str | None = None, *,
+                      artifact_type: str | None = None,
+                      annotations: dict[str, str] | None = None,
+                      subject: str | None = None) -> dict[str, Any]:
+        """Push files or folders as an OCI artifact, as ``oras push`` does.
+
+        ``subject`` (a tag or digest of ``name``'s repository) attaches the artifact to
+        that image: through the referrers API where the registry has it, else the
+        ``sha256-<hex>`` fallback tag. See :func:`registry_nb.images.artifacts.push_artifact`.
+        """
+        from .images.artifacts import push_artifact
+
+        ref = self._reference(name, tag)
+        subject_digest = None
+        if subject is not None:
+            subject_digest = subject if subject.startswith("sha256:") else \
+                self.client.get_manifest(ref.repository, subject).digest
+        return push_artifact(self.client, ref.repository, paths, ref.tag,
+                             artifact_type=artifact_type, annotations=annotations,
+                             subject=subject_digest)
+
+    def pull_artifact(self, name: str, tag: str | None, dest: str | os.PathLike[str]
+                      ) -> dict[str, Any]:
+        """Write an artifact's files into ``dest``, each verified and renamed into place."""
+        from .images.artifacts import pull_artifact
+
+        ref, _ = self._named(name, tag)
+        return pull_artifact(self.client, ref.repository, ref.identifier, dest)
+
+    def referrers(self, name: str, tag_or_digest: str | None = None, *,
+                  artifact_type: str | None = None) -> pd.DataFrame:
+        """What is attached to an image and its platform manifests, and how it was found.
+
+        Columns in the README (``found_by``: referrers-api, fallback-tag, cosign-tag,
+        in-index).
+        """
+        from .audits.supply_chain import referrers_frame
+
+        ref, _ = self._named(name, tag_or_digest)
+        return referrers_frame(self.images, ref.repository, ref.identifier,
+                               artifact_type=artifact_type)
 
     # ============================================================================
     # Audits: findings per tag, storage, layer contents, wasted space, packages

@@ -18,6 +18,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import IO, Any
 
 import requests
@@ -44,6 +45,7 @@ from .auth import CATALOG_SCOPE, repository_scope
 from .cache import CachedContent, ContentCache
 from .chunks import resume_offset
 from .listings import Listing, iter_names
+from .referrers import ReferrersAnswer, fetch_referrers
 from .responses import DROPPED, raise_for_status, raw_chunks
 from .transport import Transport
 from .uploads import RESUME_ATTEMPTS, BlobProgress, BlobUploader
@@ -88,6 +90,8 @@ class RegistryClient:
         self.cache = cache
         #: Blob uploads (mounts, chunks, resumes) through the same transport.
         self.uploads = BlobUploader(transport, self.blob_exists)
+        #: ``referrers(repository, digest, artifact_type=None)``: see fetch_referrers.
+        self.referrers: Callable[..., ReferrersAnswer | None] = partial(fetch_referrers, transport)
 
     @classmethod
     def connect(
