@@ -323,11 +323,14 @@ class ContainerRegistry:
         the catalog (all pages), in catalog order, tags sorted. At most ``limit``
         rows (None: no limit). A catalog repository whose tags cannot be listed gives
         one row with ``tag`` None and the reason in ``error``. A registry without a
-        catalog raises an error saying to pass a repository.
+        catalog raises an error saying to pass a repository. Digest tags
+        (``sha256-<hex>[.sig|.att|.sbom]``) are left out; the list's
+        ``hidden_digest_tags`` says how many.
         """
         images = self.images
         rows = []
-        for entry in images.listing(repository, limit):
+        listing = images.listing(repository, limit)
+        for entry in listing:
             name = images.display_name(entry.repository)
             row: dict[str, Any] = {"name": name, "tag": entry.tag,
                                    "registry_url": self.registry_host,
@@ -335,7 +338,7 @@ class ContainerRegistry:
             if entry.error is not None:
                 row["error"] = entry.error
             rows.append(row)
-        return rows
+        return listings.TagRows(rows, hidden_digest_tags=listing.hidden_digest_tags)
 
     def describe_image(self, image_name: str, image_tag: str | None = None, *,
                        platform: str | None = None) -> ContainerImage:
@@ -565,6 +568,48 @@ class ContainerRegistry:
         ref, _ = self._named(name, tag_or_digest)
         return referrers_frame(self.images, ref.repository, ref.identifier,
                                artifact_type=artifact_type)
+
+    def supply_chain_frame(self, repository: str | list[str] | None = None,
+                           limit: int | None = 100, *, keys: Any = None,
+                           trusted_root: Any = None, trust_anchors: Any = None) -> pd.DataFrame:
+        """One row per image and platform: signatures verified offline, SBOM, provenance,
+        ``found_by`` and the supply-chain ``findings`` (README columns; rules in
+        :func:`registry_nb.audits.supply_rules.supply_rules`)."""
+        from .audits.supply_chain import supply_chain_frame
+
+        return supply_chain_frame(self.images, self.images.listing(repository, limit),
+                                  keys=keys, trusted_root=trusted_root,
+                                  trust_anchors=trust_anchors)
+
+    def _attached(self, name: str, tag: str | None) -> tuple[Any, str, list[Any]]:
+        from .audits.supply_chain import image_attachments
+
+        ref, full = self._named(name, tag)
+        return ref, full, image_attachments(self.images, ref.repository, ref.identifier)
+
+    def provenance(self, name: str, tag: str | None = None) -> Any:
+        """The SLSA provenance (v0.2 or v1) attached to or embedded with the image, parsed."""
+        from .audits.supply_chain import provenance_of, require
+
+        ref, full, items = self._attached(name, tag)
+        return require(provenance_of(self.images, ref.repository, items), "provenance", full)
+
+    def sbom_frame(self, name: str, tag: str | None = None) -> pd.DataFrame:
+        """Packages of the attached SBOM (SPDX, CycloneDX, syft); ``attrs["sbom_format"]``."""
+        from .audits.supply_chain import require, sbom_of, sbom_packages_frame
+
+        ref, full, items = self._attached(name, tag)
+        return sbom_packages_frame(require(sbom_of(self.images, ref.repository, items),
+                                           "SBOM", full))
+
+    def export_sbom(self, name: str, tag: str | None = None, *, format: str = "cyclonedx",
+                    platform: str | None = None) -> bytes:
+        """An SBOM (CycloneDX 1.6 or SPDX 2.3 JSON) of the packages found in the layers."""
+        from .audits.supply import export_sbom
+
+        ref, full = self._named(name, tag)
+        return export_sbom(self.packages_frame(name, tag, platform=platform), format,
+                           name=full, version=ref.tag)
 
     # ============================================================================
     # Audits: findings per tag, storage, layer contents, wasted space, packages
