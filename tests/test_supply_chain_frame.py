@@ -139,3 +139,47 @@ def test_the_referrers_api_is_used_where_the_registry_has_it(services_info):
         tags = reg.client.tags(repo)
         # the API holds every referrer: the only fallback tag is the seeded orphan's
         assert len([t for t in tags if t.startswith("sha256-") and "." not in t]) == 1
+
+
+def test_signed_images_copied_to_another_registry_still_verify(seeded, basic_registry):
+    from registry_nb.remote.credentials import RegistryCredentials
+
+    reg, info = seeded
+    repo = info["repository"]
+    creds = RegistryCredentials(basic_registry.username, basic_registry.password)
+    with ContainerRegistry(basic_registry.host, creds) as dest:
+        for tag in ("cosign", "buildkit", "notation-tampered"):
+            result = dest.copy_image(f"{reg.registry_host}/{repo}:{tag}",
+                                     f"{basic_registry.host}/{repo}:{tag}")
+            assert result["referrers"] >= 1
+        frame = dest.supply_chain_frame(repo, keys=info["public_key"],
+                                        trust_anchors=info["trust_anchors"]).set_index("tag")
+        assert _true(frame.loc["cosign", "signature_verified"])
+        assert frame.loc["cosign", "sbom_packages"] == 2
+        assert frame.loc["cosign", "found_by"] == ["cosign-tag", "fallback-tag"]
+        assert _true(frame.loc["buildkit", "signature_verified"])
+        assert frame.loc["buildkit", "provenance_mode"] == "max"
+        assert not _true(frame.loc["notation-tampered", "signature_verified"])
+
+
+def test_shared_fixtures_attached_read_back(open_registry, unique_repo, tmp_path):
+    """The trivy CycloneDX 1.5 SBOM and BuildKit's SLSA v0.2 max-mode provenance from
+    ../shared, attached as referrers with push_artifact, read back as the fixtures say."""
+    from helpers import seed_image
+    from supply_fixtures import supply_path
+
+    seed_image(open_registry, unique_repo, "1")
+    sbom = supply_path("trivy/centos-7-cyclonedx.json")
+    provenance = supply_path("buildkit-buildx/buildkit.slsa-provenance-v0.2.mode-max.intoto.json")
+    with ContainerRegistry(open_registry.host) as reg:
+        reg.push_artifact(sbom, unique_repo, artifact_type="application/vnd.cyclonedx+json",
+                          subject="1")
+        reg.push_artifact(provenance, unique_repo, artifact_type="application/vnd.in-toto+json",
+                          subject="1")
+        frame = reg.sbom_frame(unique_repo, "1")
+        assert frame.attrs["sbom_format"] == "cyclonedx"
+        assert len(frame) == 3 and frame["purl"].str.startswith("pkg:rpm/centos/").sum() == 2
+        parsed = reg.provenance(unique_repo, "1")
+        assert parsed.slsa_version == "0.2" and parsed.mode == "max"
+        kinds = set(reg.referrers(unique_repo, "1")["kind"])
+        assert kinds == {"sbom", "other"}  # an in-toto layer: only its content says what

@@ -17,7 +17,7 @@ from ..frames import REFERRER_COLUMNS, build_frame
 from ..images.listing import RegistryImages
 from ..images.referrers import Attachment, discover
 from ..oci import Index, Manifest
-from ..oci.artifacts import PROVENANCE, SBOM, SIGNATURE, Part
+from ..oci.artifacts import DSSE_ENVELOPE, IN_TOTO, OTHER, PROVENANCE, SBOM, SIGNATURE, Part
 from . import supply
 
 if TYPE_CHECKING:
@@ -70,10 +70,18 @@ def read_part(images: RegistryImages, repository: str, part: Part) -> bytes:
 
 
 def _parts(attachments: Iterable[Attachment], kind: str) -> Iterable[tuple[Attachment, Part]]:
-    for item in attachments:
+    """Parts of ``kind``, then parts only their content can tell (an in-toto statement
+    attached by ``oras attach --artifact-type application/vnd.in-toto+json``)."""
+    items = list(attachments)
+    for item in items:
         for part in item.classification.parts:
             if part.kind == kind:
                 yield item, part
+    for item in items:
+        if item.artifact_type in (IN_TOTO, DSSE_ENVELOPE):
+            for part in item.classification.parts:
+                if part.kind == OTHER:
+                    yield item, part
 
 
 def provenance_of(images: RegistryImages, repository: str,
