@@ -240,3 +240,28 @@ def test_large_artifact_streams_with_bounded_memory(open_registry, unique_repo, 
     print(f"peak RSS before {before_mb} MiB, growth pushing+pulling 420 MB: {growth_mb} MiB")
     assert growth_mb < 100
     assert os.path.getsize(tmp_path / "out" / "big.bin") == 300 * 1024 * 1024
+
+
+_ATTACH_SCRIPT = r"""
+import sys
+from pathlib import Path
+from registry_nb import ContainerRegistry
+host, repo, folder, prefix = sys.argv[1:5]
+with ContainerRegistry(host) as reg:
+    for i in range(4):
+        path = Path(folder, f"{prefix}{i}.json")
+        path.write_text('{"n": "%s%d"}' % (prefix, i))
+        reg.push_artifact(path, repo, artifact_type="application/x.note", subject="1")
+"""
+
+
+def test_fallback_writers_in_separate_processes_lose_no_entry(open_registry, unique_repo,
+                                                              tmp_path):
+    """No in-process lock helps here: each writer re-reads after writing and merges again
+    when another writer's index lacks its entry."""
+    seed_image(open_registry, unique_repo, "1")
+    procs = [subprocess.Popen([sys.executable, "-c", _ATTACH_SCRIPT, open_registry.host,
+                               unique_repo, str(tmp_path), prefix]) for prefix in "ab"]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    with ContainerRegistry(open_registry.host) as reg:
+        assert len(reg.referrers(unique_repo, "1")) == 8

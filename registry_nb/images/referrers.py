@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..errors import ManifestNotFoundError, NotFoundError, RegistryError
+from ..errors import NotFoundError, RegistryError, RegistryHTTPError
 from ..oci import OCI_INDEX, Index, Manifest
 from ..oci.artifacts import (
     COSIGN_TAG,
@@ -46,6 +46,11 @@ log = logging.getLogger(__name__)
 
 #: Read-modify-write rounds of a fallback tag before giving up.
 ATTACH_ATTEMPTS = 8
+#: Re-reads of a fallback index after it holds our entries, and the pause before each (s).
+SETTLE_CHECKS = 2
+SETTLE_PAUSE = (0.05, 0.15)
+#: Reads of a fallback index that the registry answered with a 5xx.
+READ_ATTEMPTS = 4
 _COSIGN_SUFFIXES = ("sig", "att", "sbom")
 _LOCKS: dict[tuple[str, str, str], threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
@@ -174,13 +179,23 @@ def _lock(client: RegistryClient, repository: str, subject: str) -> threading.Lo
 
 def _fallback_entries(client: RegistryClient, repository: str, tag: str
                       ) -> tuple[bytes | None, set[str]]:
-    try:
-        index = client.get_manifest(repository, tag)
-    except ManifestNotFoundError:
-        return None, set()
-    except NotFoundError:
-        return None, set()
-    return index.raw, {d.digest for d in parse_referrers_index(index.raw)}
+    """(the fallback index's bytes or None, its entries' digests).
+
+    distribution's filesystem driver answers 500 while another writer replaces the tag
+    (seen here with two writing processes), so a 5xx read is tried again after a pause.
+    """
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            index = client.get_manifest(repository, tag)
+        except NotFoundError:
+            return None, set()
+        except RegistryHTTPError as exc:
+            if (exc.status or 0) < 500 or attempt == READ_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(*SETTLE_PAUSE))
+            continue
+        return index.raw, {d.digest for d in parse_referrers_index(index.raw)}
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def attach(client: RegistryClient, repository: str, manifest: Manifest | Index,
@@ -207,13 +222,17 @@ def add_to_fallback(client: RegistryClient, repository: str, subject: str,
         for attempt in range(1, ATTACH_ATTEMPTS + 1):
             current, present = _fallback_entries(client, repository, tag)
             if wanted <= present:
-                # Written (by us or another writer); look once more after a pause so
-                # a writer that read before our write and writes after it is caught.
-                time.sleep(random.uniform(0.02, 0.08))
-                again, present = _fallback_entries(client, repository, tag)
-                if wanted <= present:
+                # Written (by us or another writer); look again after pauses, so that a
+                # writer that read before our write and writes after it is caught. The
+                # registry has no conditional PUT: a writer stalled longer than these
+                # pauses can still drop an entry (the known limit of the fallback tag).
+                for _ in range(SETTLE_CHECKS):
+                    time.sleep(random.uniform(*SETTLE_PAUSE))
+                    current, present = _fallback_entries(client, repository, tag)
+                    if not wanted <= present:
+                        break
+                else:
                     return
-                current = again
             merged = merge_referrers(current, add=entries)
             client.put_manifest(repository, tag, merged, OCI_INDEX)
             log.debug("fallback tag %s of %s: round %d", tag, repository, attempt)
