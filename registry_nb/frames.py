@@ -306,3 +306,65 @@ SYNC_COLUMNS: dict[str, str] = {
 }
 
 __all__ += ["SYNC_COLUMNS"]
+
+# ---------------------------------------------------------------- supply chain
+
+#: One row per attachment of an image (``ContainerRegistry.referrers``).
+REFERRER_COLUMNS: dict[str, str] = {
+    "found_by": "string",
+    "artifact_type": "string",
+    "kind": "string",
+    "format": "string",
+    "digest": "string",
+    "media_type": "string",
+    "size": "Int64",
+    "annotations": "object",
+    "subject": "string",
+    "tag": "string",
+}
+
+__all__ += ["REFERRER_COLUMNS"]
+
+#: One row per image and platform (``ContainerRegistry.supply_chain_frame``); digest
+#: tags whose subject is gone get a row of their own (``orphan`` True).
+SUPPLY_CHAIN_COLUMNS: dict[str, str] = {
+    "repository": "string",
+    "tag": "string",
+    "platform": "string",
+    "digest": "string",
+    "index_digest": "string",
+    "attachments": "Int64",
+    "found_by": "object",
+    "signed": "boolean",
+    "signature_verified": "boolean",
+    "signature_format": "string",
+    "signature_reason": "string",
+    "signer": "string",
+    "signed_at": _TIME,
+    "sbom_format": "string",
+    "sbom_packages": "Int64",
+    "provenance_version": "string",
+    "provenance_mode": "string",
+    "provenance_builder": "string",
+    "source_repository": "string",
+    "source_revision": "string",
+    "build_finished": _TIME,
+    "secret_build_args": "object",
+    "drifted_bases": "object",
+    "orphan": "boolean",
+    "findings": "object",
+    "error": "string",
+}
+
+#: Packages of an attached SBOM (``ContainerRegistry.sbom_frame``).
+SBOM_PACKAGE_COLUMNS: dict[str, str] = {
+    "name": "string",
+    "version": "string",
+    "purl": "string",
+    "type": "string",
+    "ecosystem": "string",
+    "licenses": "object",
+    "cpe": "string",
+}
+
+__all__ += ["SUPPLY_CHAIN_COLUMNS", "SBOM_PACKAGE_COLUMNS"]

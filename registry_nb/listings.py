@@ -102,6 +102,14 @@ def _uncompressed_total(images: RegistryImages, repository: str,
     return None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
 
 
+class TagRows(list):  # type: ignore[type-arg]
+    """A list of tag dicts that also says how many digest tags it left out."""
+
+    def __init__(self, rows: list[dict[str, Any]], *, hidden_digest_tags: int = 0) -> None:
+        super().__init__(rows)
+        self.hidden_digest_tags = hidden_digest_tags
+
+
 def registry_images_frame(images: RegistryImages, listing: TagListing, *,
                           platform: str | None = None,
                           uncompressed: bool = False) -> pd.DataFrame:
@@ -130,8 +138,10 @@ def registry_images_frame(images: RegistryImages, listing: TagListing, *,
                 "architecture": image.architecture, "os": image.os,
                 "labels": image.labels, "platforms": image.platforms, **extra}
 
-    return build_frame(images.map(row, list(listing)), REGISTRY_IMAGE_COLUMNS,
-                       extra=UNCOMPRESSED_COLUMN if uncompressed else None)
+    frame = build_frame(images.map(row, list(listing)), REGISTRY_IMAGE_COLUMNS,
+                        extra=UNCOMPRESSED_COLUMN if uncompressed else None)
+    frame.attrs["hidden_digest_tags"] = listing.hidden_digest_tags
+    return frame
 
 
 def layers_frame(images: RegistryImages, repository: str, resolved: ResolvedImage, *,

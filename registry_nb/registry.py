@@ -327,11 +327,14 @@ class ContainerRegistry:
         the catalog (all pages), in catalog order, tags sorted. At most ``limit``
         rows (None: no limit). A catalog repository whose tags cannot be listed gives
         one row with ``tag`` None and the reason in ``error``. A registry without a
-        catalog raises an error saying to pass a repository.
+        catalog raises an error saying to pass a repository. Digest tags
+        (``sha256-<hex>[.sig|.att|.sbom]``) are left out; the list's
+        ``hidden_digest_tags`` says how many.
         """
         images = self.images
         rows = []
-        for entry in images.listing(repository, limit):
+        listing = images.listing(repository, limit)
+        for entry in listing:
             name = images.display_name(entry.repository)
             row: dict[str, Any] = {"name": name, "tag": entry.tag,
                                    "registry_url": self.registry_host,
@@ -339,7 +342,7 @@ class ContainerRegistry:
             if entry.error is not None:
                 row["error"] = entry.error
             rows.append(row)
-        return rows
+        return listings.TagRows(rows, hidden_digest_tags=listing.hidden_digest_tags)
 
     def describe_image(self, image_name: str, image_tag: str | None = None, *,
                        platform: str | None = None) -> ContainerImage:
@@ -396,7 +399,7 @@ class ContainerRegistry:
                    platforms: str | list[str] | None = None,
                    progress: ProgressCallback | None = None,
                    cancel: threading.Event | None = None,
-                   workers: int = COPY_WORKERS) -> dict[str, Any]:
+                   workers: int = COPY_WORKERS, referrers: bool = True) -> dict[str, Any]:
         """Copy an image between repositories or registries, without a Docker engine.
 
         ``source`` and ``destination`` are full references
@@ -408,7 +411,10 @@ class ContainerRegistry:
         image manifest alone; several: a new index of those). Nothing is tagged unless
         every blob arrived. Returns ``{"status": "success", "source", "destination",
         "digest", "media_type", "platforms", "blobs", "copied_blobs", "mounted_blobs",
-        "existing_blobs", "bytes_copied", "size_bytes", "duration_seconds"}``.
+        "existing_blobs", "bytes_copied", "size_bytes", "duration_seconds", "referrers"}``.
+        With ``referrers`` (the default) signatures, SBOMs and attestations attached to
+        the copied manifests (referrers API, fallback tag, cosign tags) come along;
+        ``"referrers"`` counts them.
         """
         src = _parse(source)
         dst = _parse(destination)
@@ -421,10 +427,17 @@ class ContainerRegistry:
                     hint="Name the destination by tag, or copy without platforms=.",
                 )
             tag = dst.tag if dst.tag or dst.digest else "latest"
-            result = copy_between(source_store, store(dst), tag=tag, plan=plan,
+            target = store(dst)
+            result = copy_between(source_store, target, tag=tag, plan=plan,
                                   workers=workers, progress=progress, cancel=cancel)
+            carried = 0
+            if referrers:
+                from .images.referrers import copy_referrers
+                digests = [plan.top.digest, *(c.digest for c in plan.children)]
+                carried = len(copy_referrers(source_store.client, source_store.repository,
+                                             target.client, target.repository, digests))
         shown = dst.with_tag(tag) if tag else dst
-        return _result(result, source=str(src), destination=str(shown))
+        return _result(result, source=str(src), destination=str(shown), referrers=carried)
 
     def sync_repositories(self, source: ContainerRegistry | str,
                           repositories: str | list[str] | None = None, *,
@@ -579,6 +592,95 @@ class ContainerRegistry:
         ref, _ = self._named(image_name)
         found = read_rate_limit(self.client.transport, ref.repository, ref.identifier)
         return found.as_dict() if found is not None else None
+
+    # ============================================================================
+    # Artifacts and the supply chain (registry_nb.images.artifacts / .referrers,
+    # registry_nb.audits.supply_chain)
+    # ============================================================================
+
+    def push_artifact(self, paths: Any, name: str, tag: str | None = None, *,
+                      artifact_type: str | None = None,
+                      annotations: dict[str, str] | None = None,
+                      subject: str | None = None) -> dict[str, Any]:
+        """Push files or folders as an OCI artifact, as ``oras push`` does.
+
+        ``subject`` (a tag or digest of ``name``'s repository) attaches the artifact to
+        that image: through the referrers API where the registry has it, else the
+        ``sha256-<hex>`` fallback tag. See :func:`registry_nb.images.artifacts.push_artifact`.
+        """
+        from .images.artifacts import push_artifact
+
+        ref = self._reference(name, tag)
+        subject_digest = None
+        if subject is not None:
+            subject_digest = subject if subject.startswith("sha256:") else \
+                self.client.get_manifest(ref.repository, subject).digest
+        return push_artifact(self.client, ref.repository, paths, ref.tag,
+                             artifact_type=artifact_type, annotations=annotations,
+                             subject=subject_digest)
+
+    def pull_artifact(self, name: str, tag: str | None, dest: str | os.PathLike[str]
+                      ) -> dict[str, Any]:
+        """Write an artifact's files into ``dest``, each verified and renamed into place."""
+        from .images.artifacts import pull_artifact
+
+        ref, _ = self._named(name, tag)
+        return pull_artifact(self.client, ref.repository, ref.identifier, dest)
+
+    def referrers(self, name: str, tag_or_digest: str | None = None, *,
+                  artifact_type: str | None = None) -> pd.DataFrame:
+        """What is attached to an image and its platform manifests, and how it was found.
+
+        Columns in the README (``found_by``: referrers-api, fallback-tag, cosign-tag,
+        in-index).
+        """
+        from .audits.supply_chain import referrers_frame
+
+        ref, _ = self._named(name, tag_or_digest)
+        return referrers_frame(self.images, ref.repository, ref.identifier,
+                               artifact_type=artifact_type)
+
+    def supply_chain_frame(self, repository: str | list[str] | None = None,
+                           limit: int | None = 100, *, keys: Any = None,
+                           trusted_root: Any = None, trust_anchors: Any = None) -> pd.DataFrame:
+        """One row per image and platform: signatures verified offline, SBOM, provenance,
+        ``found_by`` and the supply-chain ``findings`` (README columns; rules in
+        :func:`registry_nb.audits.supply_rules.supply_rules`)."""
+        from .audits.supply_chain import supply_chain_frame
+
+        return supply_chain_frame(self.images, self.images.listing(repository, limit),
+                                  keys=keys, trusted_root=trusted_root,
+                                  trust_anchors=trust_anchors)
+
+    def _attached(self, name: str, tag: str | None) -> tuple[Any, str, list[Any]]:
+        from .audits.supply_chain import image_attachments
+
+        ref, full = self._named(name, tag)
+        return ref, full, image_attachments(self.images, ref.repository, ref.identifier)
+
+    def provenance(self, name: str, tag: str | None = None) -> Any:
+        """The SLSA provenance (v0.2 or v1) attached to or embedded with the image, parsed."""
+        from .audits.supply_chain import provenance_of, require
+
+        ref, full, items = self._attached(name, tag)
+        return require(provenance_of(self.images, ref.repository, items), "provenance", full)
+
+    def sbom_frame(self, name: str, tag: str | None = None) -> pd.DataFrame:
+        """Packages of the attached SBOM (SPDX, CycloneDX, syft); ``attrs["sbom_format"]``."""
+        from .audits.supply_chain import require, sbom_of, sbom_packages_frame
+
+        ref, full, items = self._attached(name, tag)
+        return sbom_packages_frame(require(sbom_of(self.images, ref.repository, items),
+                                           "SBOM", full))
+
+    def export_sbom(self, name: str, tag: str | None = None, *, format: str = "cyclonedx",
+                    platform: str | None = None) -> bytes:
+        """An SBOM (CycloneDX 1.6 or SPDX 2.3 JSON) of the packages found in the layers."""
+        from .audits.supply import export_sbom
+
+        ref, full = self._named(name, tag)
+        return export_sbom(self.packages_frame(name, tag, platform=platform), format,
+                           name=full, version=ref.tag)
 
     # ============================================================================
     # Audits: findings per tag, storage, layer contents, wasted space, packages

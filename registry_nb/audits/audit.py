@@ -158,7 +158,9 @@ def audit(images: RegistryImages, listing: TagListing, *, rules_off: Iterable[st
         row.update(findings=fired, finding_count=len(fired),
                    worst_severity=SEVERITY[fired[0]] if fired else None)
         rows.append(row)
-    return build_frame(rows, AUDIT_COLUMNS)
+    frame = build_frame(rows, AUDIT_COLUMNS)
+    frame.attrs["hidden_digest_tags"] = listing.hidden_digest_tags
+    return frame
 
 
 def _vulnerability_counts(images: RegistryImages,

@@ -27,6 +27,7 @@ from ..errors import (
     RegistryHTTPError,
 )
 from ..oci import Index, Manifest, Platform
+from ..oci.artifacts import DigestTag, split_digest_tags
 from ..oci.reference import DOCKER_HUB, ImageReference, normalize_registry
 from ..remote.distribution import RegistryClient
 from .image import RegistryRepository, ResolvedImage, resolve_image
@@ -62,6 +63,25 @@ class TagListing:
 
     host: str
     entries: list[TagEntry] = field(default_factory=list)
+    #: Digest tags (``sha256-<hex>`` fallback and cosign tags) left out of ``entries``,
+    #: by repository: they name attachments, not images.
+    digest_tags: dict[str, list[DigestTag]] = field(default_factory=dict)
+
+    @property
+    def hidden_digest_tags(self) -> int:
+        """How many digest tags the listing left out."""
+        return sum(len(tags) for tags in self.digest_tags.values())
+
+    def keep_entries(self, entries: Iterable[TagEntry]) -> list[TagEntry]:
+        """``entries`` without digest tags, which are remembered in :attr:`digest_tags`."""
+        kept = []
+        for entry in entries:
+            _, hidden = split_digest_tags([entry.tag] if entry.tag else [])
+            if hidden:
+                self.digest_tags.setdefault(entry.repository, []).extend(hidden)
+            else:
+                kept.append(entry)
+        return kept
 
     def __iter__(self) -> Iterator[TagEntry]:
         return iter(self.entries)
@@ -252,7 +272,7 @@ class RegistryImages:
             return listing
         if repository is not None:
             for name in self.repository_names(repository):
-                listing.entries.extend(self._entries(name, junk))
+                listing.entries.extend(listing.keep_entries(self._entries(name, junk)))
             listing.entries = listing.entries[:limit]
             return listing
         names = self.catalog()
@@ -265,7 +285,7 @@ class RegistryImages:
                     listing.entries.append(TagEntry(name, None, f"{type(found).__name__}: "
                                                                 f"{found}"))
                 else:
-                    listing.entries.extend(found)
+                    listing.entries.extend(listing.keep_entries(found))
                 if limit is not None and len(listing) >= limit:
                     listing.entries = listing.entries[:limit]
                     return listing

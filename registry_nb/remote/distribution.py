@@ -21,6 +21,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import IO, Any
 
 import requests
@@ -48,6 +49,7 @@ from .cache import CachedContent, ContentCache
 from .chunks import resume_offset
 from .listings import Listing, iter_names
 from .probe import RegistryProbe
+from .referrers import ReferrersAnswer, fetch_referrers
 from .responses import DROPPED, raise_for_status, raw_chunks
 from .transport import Transport
 from .uploads import RESUME_ATTEMPTS, BlobProgress, BlobUploader
@@ -94,6 +96,8 @@ class RegistryClient:
         self.uploads = BlobUploader(transport, self.blob_exists)
         #: Tells "not a registry" from "no such manifest" after a failure.
         self.probe = RegistryProbe(transport)
+        #: ``referrers(repository, digest, artifact_type=None)``: see fetch_referrers.
+        self.referrers: Callable[..., ReferrersAnswer | None] = partial(fetch_referrers, transport)
 
     @classmethod
     def connect(
