@@ -227,6 +227,10 @@ class BuildError(EngineError):
 class OperationCancelled(RegistryError):
     """The user cancelled a running operation; nothing partial was kept."""
 
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows a cancellation as one line, not a traceback."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 class InvalidAttestationError(InvalidManifestError):
     """A signature, attestation, provenance or SBOM document attached to an image is malformed."""

@@ -46,6 +46,7 @@ from .images.listing import (
     stores_for,
 )
 from .images.retention import apply_retention_rows, retention_rows
+from .interrupt import interruptible
 from .listings import ContainerImage, describe, local_image_rows
 from .oci import ImageConfig, Platform
 from .oci.reference import ImageReference, is_docker_hub, normalize_registry
@@ -198,6 +199,7 @@ class ContainerRegistry:
 
     # --------------------------------------------------- engine operations
 
+    @interruptible
     def push_image(self, image_name: str, image_tag: str | None = None,
                    local_image: str | None = None, *,
                    progress: ProgressCallback | None = None,
@@ -232,6 +234,7 @@ class ContainerRegistry:
         return {"status": "success", "image": full, "digest": pushed["digest"],
                 "size_bytes": size, "duration_seconds": round(time.monotonic() - started, 3)}
 
+    @interruptible
     def pull_image(self, image_name: str, image_tag: str | None = None, *,
                    progress: ProgressCallback | None = None,
                    cancel: threading.Event | None = None) -> dict[str, Any]:
@@ -257,6 +260,7 @@ class ContainerRegistry:
                 "duration_seconds": round(time.monotonic() - started, 3),
                 "tags": list(attrs.get("RepoTags") or [])}
 
+    @interruptible
     def build_and_push(self, dockerfile_path: str | os.PathLike[str], image_name: str,
                        image_tag: str | None = None, build_args: dict[str, str] | None = None,
                        no_cache: bool = False, *, progress: ProgressCallback | None = None,
@@ -395,6 +399,7 @@ class ContainerRegistry:
         a client per other host (credentials from the docker config), closed at the end."""
         return stores_for(self.client, self.max_workers)
 
+    @interruptible
     def copy_image(self, source: str | ImageReference, destination: str | ImageReference, *,
                    platforms: str | list[str] | None = None,
                    progress: ProgressCallback | None = None,
@@ -439,6 +444,7 @@ class ContainerRegistry:
         shown = dst.with_tag(tag) if tag else dst
         return _result(result, source=str(src), destination=str(shown), referrers=carried)
 
+    @interruptible
     def sync_repositories(self, source: ContainerRegistry | str,
                           repositories: str | list[str] | None = None, *,
                           tags: str | list[str] | None = None,
@@ -457,6 +463,7 @@ class ContainerRegistry:
                                           progress=progress, workers=workers, cancel=cancel)
         return build_frame([r.as_dict() for r in rows], SYNC_COLUMNS)
 
+    @interruptible
     def save_image(self, image_name: str, image_tag: str | None, path: str | os.PathLike[str], *,
                    platforms: str | list[str] | None = None, ref_name: str | None = None,
                    preserve_digests: bool = False,
@@ -484,6 +491,7 @@ class ContainerRegistry:
             platforms=platforms, progress=progress, cancel=cancel)
         return _result(result, image=full, **saved)
 
+    @interruptible
     def load_image(self, path: str | os.PathLike[str], image_name: str,
                    image_tag: str | None = None, *,
                    source_tag: str | None = None, platforms: str | list[str] | None = None,
@@ -504,6 +512,7 @@ class ContainerRegistry:
                               progress=progress, cancel=cancel)
         return _result(result, image=full, path=str(path))
 
+    @interruptible
     def image_from_directory(self, path: str | os.PathLike[str], image_name: str,
                              image_tag: str | None = None, *,
                              base: str | ImageReference | None = None,

@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "registry_nb"
 
 #: Rank of every top-level unit: lower ranks never import higher ones (README table).
 LAYERS: dict[str, int] = {
-    "_version": 0, "errors": 0, "progress": 0,
+    "_version": 0, "errors": 0, "progress": 0, "interrupt": 0,
     "oci": 1,
     "remote": 2,
     "images": 3,
