@@ -23,8 +23,10 @@ from ..errors import (
     CredentialsRefusedError,
     InsecureRegistryError,
     NotARegistryError,
+    OperationCancelled,
     RegistryError,
 )
+from ..interrupt import INTERRUPTED, run_interruptible
 from ..oci.reference import ImageReference
 from ..progress import ProgressAggregator, ProgressEvent
 
@@ -242,31 +244,18 @@ def transfer(args: argparse.Namespace, label: str,
     """
     bar = ProgressBar(label, enabled=sys.stderr.isatty() and not getattr(args, "json", False))
     cancel = threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = work(bar, cancel)
-        except BaseException as exc:  # handed to the main thread
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=run, name="registry-nb-transfer", daemon=True)
-    worker.start()
     try:
-        while worker.is_alive():
-            worker.join(0.2)
-    except KeyboardInterrupt:
-        cancel.set()
-        try:
-            worker.join(30)
-        except KeyboardInterrupt:
-            pass
+        value = run_interruptible(lambda: work(bar, cancel), cancel)
+    except OperationCancelled as exc:
         bar.close(keep=False)
-        raise Interrupted() from None
-    bar.close(keep="error" not in outcome)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+        if str(exc) == INTERRUPTED:
+            raise Interrupted() from None
+        raise
+    except BaseException:
+        bar.close(keep=False)
+        raise
+    bar.close()
+    return value
 
 
 # ------------------------------------------------------------------ errors
