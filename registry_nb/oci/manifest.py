@@ -133,12 +133,9 @@ class Descriptor:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Manifest:
-    """An image manifest (OCI or Docker v2); ``raw`` holds the exact bytes served."""
+class _Document:
+    """What manifests and indexes share: the optional fields and the exact bytes served."""
 
-    media_type: str
-    config: Descriptor
-    layers: list[Descriptor]
     schema_version: int = 2
     annotations: dict[str, str] = field(default_factory=dict)
     subject: Descriptor | None = None
@@ -154,6 +151,15 @@ class Manifest:
     def size(self) -> int:
         """Length of :attr:`raw` in bytes."""
         return len(self.raw)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Manifest(_Document):
+    """An image manifest (OCI or Docker v2); ``raw`` holds the exact bytes served."""
+
+    media_type: str
+    config: Descriptor
+    layers: list[Descriptor]
 
     @property
     def compressed_size(self) -> int:
@@ -224,26 +230,11 @@ class Manifest:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Index:
+class Index(_Document):
     """An OCI image index or Docker manifest list; ``raw`` holds the exact bytes served."""
 
     media_type: str
     manifests: list[Descriptor]
-    schema_version: int = 2
-    annotations: dict[str, str] = field(default_factory=dict)
-    subject: Descriptor | None = None
-    artifact_type: str | None = None
-    raw: bytes = field(repr=False)
-
-    @property
-    def digest(self) -> str:
-        """``sha256:`` digest of :attr:`raw`."""
-        return sha256_digest(self.raw)
-
-    @property
-    def size(self) -> int:
-        """Length of :attr:`raw` in bytes."""
-        return len(self.raw)
 
     @property
     def platforms(self) -> list[Platform]:
