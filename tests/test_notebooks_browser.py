@@ -200,7 +200,8 @@ def assert_no_news_toast(page) -> None:
         page.locator(".Toastify__toast").all_inner_texts()
 
 
-@pytest.mark.parametrize("name", ["01-registry-tour.ipynb", "02-image-audit.ipynb"])
+@pytest.mark.parametrize("name", ["01-registry-tour.ipynb", "02-image-audit.ipynb",
+                                  "05-operate.ipynb"])
 def test_notebook_charts_draw(lab, shots, name):
     with playwright_api.sync_playwright() as pw, chromium_page(pw) as page:
         cells = run_notebook(page, lab, name, shots)
