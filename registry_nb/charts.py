@@ -271,7 +271,13 @@ def diff_chart(diff: Any, *, title: str | None = None) -> ChartFigure:
     ax.barh(names, own, left=[shared, shared], color=["#c0392b", "#27ae60"],
             label="own layers")
     ax.invert_yaxis()
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(title or f"{s['files_added']} files added, {s['files_removed']} removed, "
-                 f"{s['files_changed']} changed; {s['packages_changed']} packages changed")
+    # beside the bars, never over them
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    ax.set_title(title or f"{_count(s['files_added'], 'file')} added, {s['files_removed']} "
+                 f"removed, {s['files_changed']} changed; "
+                 f"{_count(s['packages_changed'], 'package')} changed")
     return fig
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
