@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -446,13 +447,14 @@ class ContainerRegistry:
 
     @interruptible
     def sync_repositories(self, source: ContainerRegistry | str,
-                          repositories: str | list[str] | None = None, *,
+                          repositories: str | re.Pattern[str] | list[str] | None = None, *,
                           tags: str | list[str] | None = None,
                           platforms: str | list[str] | None = None, referrers: bool = True,
                           progress: ProgressCallback | None = None, workers: int = 4,
                           cancel: threading.Event | None = None) -> pd.DataFrame:
         """Mirror ``source``'s ``repositories`` (a ContainerRegistry or a URL; None: its
-        catalog) here under the same names, one row per tag (see images.sync)."""
+        catalog; ``re.compile(...)``: the catalog's names it finds) here under the same
+        names, one row per tag (see images.sync)."""
         from .frames import SYNC_COLUMNS, build_frame
         from .images import sync
 

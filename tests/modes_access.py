@@ -26,6 +26,8 @@ from registryproxy import (
     http_call,
 )
 
+from registry_nb.remote.challenges import token_grants
+
 # ================================================================ auth
 
 
@@ -44,7 +46,7 @@ class BearerAuth(Behaviour):
                  scheme: str = "Bearer",
                  answer: tuple[str, ...] = ("token", "access_token", "expires_in", "issued_at"),
                  post: bool = True, expired: str = "challenge",
-                 refuse_action: str | None = None) -> None:
+                 refuse_action: str | None = None, delete_action: str = "delete") -> None:
         self.realm_path = realm_path
         self.service = service
         self.ping_scope = ping_scope
@@ -55,6 +57,8 @@ class BearerAuth(Behaviour):
         self.post = post
         self.expired = expired
         self.refuse_action = refuse_action
+        #: The action a token must grant for a manifest DELETE (Quay: ``push``).
+        self.delete_action = delete_action
         #: A static token the registry takes as Bearer directly (GHCR's base64 PAT).
         self.pat: str | None = None
 
@@ -73,7 +77,18 @@ class BearerAuth(Behaviour):
             ex.notes["invalid_token"] = True
         elif token is not None and self.pat is not None and token == self.pat:
             ex.headers.put("Authorization", "Bearer " + self.upstream_token(ex))
+        elif token is not None and self.grants_delete(ex, token):
+            # the registry takes its own delete convention; distribution behind wants delete
+            ex.headers.put("Authorization", "Bearer " + self.upstream_token(ex))
         return None
+
+    def grants_delete(self, ex: Exchange, token: str) -> bool:
+        """True when ``token`` grants this mode's delete action for a DELETE of ``ex``
+        that distribution itself would check under another action."""
+        if ex.method != "DELETE" or not ex.name or self.delete_action == "delete":
+            return False
+        grants = token_grants(token) or frozenset()
+        return ("repository", ex.name, self.delete_action) in grants
 
     def after(self, ex: Exchange, reply: Reply) -> Reply:
         header = reply.headers.get("WWW-Authenticate")

@@ -18,6 +18,10 @@ from registryproxy import (
 )
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.oci.image.manifest.v1+json", OCI_INDEX,
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json"])
 
 
 # ================================================================ rate limits
@@ -187,8 +191,12 @@ class TagDelete(Behaviour):
         by_tag = ex.kind in ("manifest", "tagref") and not ex.is_digest
         if ex.method != "DELETE" or not by_tag or not ex.ref:
             return None
+        # A DELETE carries no Accept; distribution answers 404 for an OCI manifest
+        # asked without its type, so the check names every manifest type.
+        headers = Headers(ex.headers)
+        headers.put("Accept", MANIFEST_TYPES)
         check = self.proxy.forward(ex, method="HEAD", target=f"/v2/{ex.name}/manifests/{ex.ref}",
-                                   body=b"")
+                                   headers=headers, body=b"")
         if check.status != 200:
             return check
         folder = self.proxy.upstream.tag_link(ex.name or "", ex.ref).parent.parent

@@ -91,7 +91,7 @@ def _ghcr() -> Mode:
 
 def _quay() -> Mode:
     return Mode("quay", "token", [
-        BearerAuth("/v2/auth", "quay.io", refuse_action="delete"),
+        BearerAuth("/v2/auth", "quay.io", refuse_action="delete", delete_action="push"),
         QuayTags(),
         TagDelete(),
     ], about="Quay")

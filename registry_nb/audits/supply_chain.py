@@ -195,6 +195,64 @@ def _signature_facts(images: RegistryImages, repository: str, items: list[Attach
             or item.classification.created}
 
 
+_STATEMENT_ENVELOPES = ("in-toto", "dsse", "sigstore-bundle")
+
+
+def _signature_entry(item: Attachment, via: str, kind: str, predicate_type: str | None,
+                     verification: supply.Verification) -> dict[str, Any]:
+    return {"attachment": item.digest, "kind": kind, "predicate_type": predicate_type,
+            "via": via, "verified": verification.verified, "reason": verification.reason,
+            "signer": verification.signer}
+
+
+def _attestation_facts(images: RegistryImages, repository: str, digest: str,
+                       items: list[Attachment], tags: list[str],
+                       trust: dict[str, Any]) -> dict[str, Any]:
+    """Signatures on the attestations of ``digest`` and what their statements are about.
+
+    Each statement (bare, DSSE, sigstore bundle) must name ``digest``; a DSSE or bundle
+    signature is verified with ``trust``. Attachments that are not signatures are
+    followed one level further: a signature attached to an SBOM or an attestation
+    manifest (cosign tag, fallback tag, referrers API) is verified against that
+    attachment's digest.
+    """
+    entries: list[dict[str, Any]] = []
+    mismatches: list[str] = []
+    statements = 0
+    bundle_trust = {"keys": trust.get("keys"), "trusted_root": trust.get("trusted_root")}
+    for item in items:
+        if item.kind == SIGNATURE:
+            continue
+        for part in item.classification.parts:
+            if part.envelope not in _STATEMENT_ENVELOPES or part.kind == SIGNATURE:
+                continue
+            try:
+                blob = read_part(images, repository, part)
+            except RegistryError as exc:
+                mismatches.append(f"the attestation {part.digest} cannot be read: "
+                                  f"{exc.message}")
+                continue
+            statements += 1
+            check = supply.check_attestation(blob, part.envelope, digest=digest,
+                                             predicate_type=part.predicate_type,
+                                             **bundle_trust)
+            if check.subject_ok is False:
+                mismatches.append(check.subject_reason)
+            if check.verification is not None:
+                entries.append(_signature_entry(item, part.envelope or "", part.kind,
+                                                check.predicate_type, check.verification))
+        for signature in discover(images.client, repository, item.digest, tags=tags):
+            if signature.kind != SIGNATURE:
+                continue
+            for verification in verify_attachment(images, repository, signature, **trust):
+                entries.append(_signature_entry(item, signature.found_by, item.kind,
+                                                None, verification))
+    verified = sum(bool(e["verified"]) for e in entries)
+    return {"attestations": statements, "attestations_signed": len(entries),
+            "attestations_verified": verified, "attestation_signatures": entries,
+            "subject_mismatches": mismatches}
+
+
 def _row(images: RegistryImages, repository: str, tag: str, digest: str, platform: str | None,
          top: Manifest | Index, tags: list[str], index_items: list[Attachment],
          trust: dict[str, Any]) -> dict[str, Any]:
@@ -228,6 +286,7 @@ def _row(images: RegistryImages, repository: str, tag: str, digest: str, platfor
                    secret_build_args=supply.secret_like_build_args(provenance)
                    if provenance.mode == "max" else [],
                    drifted_bases=_drift(images, provenance))
+    row.update(_attestation_facts(images, repository, digest, own + embedded, tags, trust))
     row["findings"] = supply_findings(row)
     return row
 

@@ -33,6 +33,19 @@ SUPPLY_RULES: tuple[Rule, ...] = (
          "Pass the signer's public key (keys=), trusted_root= or trust_anchors=; re-sign "
          "if the image was changed after signing.",
          lambda f: bool(f.get("signed")) and not f.get("signature_verified")),
+    Rule("attestation-not-verified", "high", "Attestation signature does not verify",
+         "An SBOM, provenance or other attestation carries a signature (DSSE, sigstore "
+         "bundle, or a signature attached to it) that did not verify with the keys or "
+         "trusted root given; attestation_signatures gives each one's reason.",
+         "Pass the attester's public key (keys=) or trusted_root=; re-attest if the "
+         "document was changed after signing.",
+         lambda f: (f.get("attestations_signed") or 0) > (f.get("attestations_verified") or 0)),
+    Rule("attestation-subject-mismatch", "high", "Attestation about another image",
+         "An attached or embedded in-toto statement names other subject digests than this "
+         "image's: it was copied from another image, attached to the wrong one, or the "
+         "image was rebuilt after it was made (subject_mismatches says which).",
+         "Attach the statement that was made for this digest, or re-attest this image.",
+         _fact("subject_mismatches")),
     Rule("index-signed-platforms-not", "medium", "Index signed, platform manifest not",
          "The index is signed but this platform's manifest is not; tools that resolve the "
          "platform first (Harbor's gate, cosign verify by digest) see it unsigned.",

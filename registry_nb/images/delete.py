@@ -30,7 +30,7 @@ from ..errors import (
 from ..oci import Index
 from ..oci.mediatypes import INDEX_MEDIA_TYPES
 from ..oci.reference import parse_digest
-from ..remote.auth import repository_scope
+from ..remote.deletes import send_delete
 from ..remote.distribution import RegistryClient
 from ..remote.responses import error_codes, error_from_response
 
@@ -152,8 +152,7 @@ def _unsupported(client: RegistryClient, repository: str, what: str,
 
 
 def _send_delete(client: RegistryClient, path: str, repository: str) -> requests.Response:
-    return client.transport.request("DELETE", path,
-                                    scopes=[repository_scope(repository, "delete")])
+    return send_delete(client.transport, path, repository)
 
 
 def delete_digest(client: RegistryClient, repository: str, digest: str) -> bool:

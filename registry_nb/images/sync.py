@@ -32,7 +32,14 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
-from ..errors import NotFoundError, OperationCancelled, RegistryError
+from ..errors import (
+    AuthenticationError,
+    CredentialsRefusedError,
+    NotFoundError,
+    OperationCancelled,
+    RegistryError,
+    RegistryHTTPError,
+)
 from ..oci import OCI_INDEX, Descriptor, Index, Manifest
 from ..oci.artifacts import (
     fallback_tag,
@@ -50,8 +57,8 @@ from .copy import CopyPlan, copy_image, plan_copy
 from .image import BlobProgress, ImageStore, RegistryRepository, short_id
 from .listing import RegistryImages
 
-__all__ = ["SyncRow", "sync_repositories", "source_images", "tag_matcher", "SYNC_STATUSES",
-           "DEFAULT_WORKERS"]
+__all__ = ["SyncRow", "sync_repositories", "mirrored_repositories", "source_images",
+           "tag_matcher", "SYNC_STATUSES", "DEFAULT_WORKERS"]
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +219,44 @@ def source_images(source: RegistryImages | str, own: RegistryImages) -> Iterator
         client.close()
 
 
+#: What to do when the source's catalog cannot be listed.
+_NAME_THEM = ("Name the repositories to mirror, e.g. sync_repositories(source, "
+              "['team/app', 'team/db']): each is then read with its own pull scope. Mirroring "
+              "the whole catalog needs credentials the source allows to list it (token "
+              "registries: the registry:catalog:* scope; Docker Hub, GHCR, GitLab and Harbor "
+              "grant it to admins or not at all).")
+
+
+def mirrored_repositories(source: RegistryImages,
+                          repositories: str | re.Pattern[str] | Iterable[str] | None
+                          ) -> list[str]:
+    """The source's repositories a sync copies: those named (one name or several), or
+    the catalog's (None), or the catalog's names a compiled regex finds (``search``).
+
+    A catalog the source refuses or does not have raises the same error type, saying to
+    name the repositories instead.
+    """
+    if repositories is not None and not isinstance(repositories, re.Pattern):
+        return source.repository_names(repositories)
+    try:
+        names = source.repository_names(None)
+    except RegistryError as exc:
+        # a wrong password or an unreachable registry is not about the catalog
+        if isinstance(exc, CredentialsRefusedError) or not (
+                type(exc) is RegistryError  # Docker Hub: no catalog at all
+                or isinstance(exc, (AuthenticationError, RegistryHTTPError))):
+            raise
+        message = f"cannot mirror the whole catalog of {source.host}: {exc.message}"
+        if isinstance(exc, RegistryHTTPError):
+            raise RegistryHTTPError(message, status=exc.status, code=exc.code,
+                                    hint=_NAME_THEM) from exc
+        kind = AuthenticationError if isinstance(exc, AuthenticationError) else RegistryError
+        raise kind(message, hint=_NAME_THEM) from exc
+    if repositories is None:
+        return names
+    return [name for name in names if repositories.search(name)]
+
+
 def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -219,7 +264,7 @@ def _error(exc: BaseException) -> str:
 def sync_repositories(
     source: RegistryImages,
     destination: RegistryImages,
-    repositories: str | Iterable[str] | None = None,
+    repositories: str | re.Pattern[str] | Iterable[str] | None = None,
     *,
     tags: Any = None,
     platforms: Any = None,
@@ -228,8 +273,9 @@ def sync_repositories(
     workers: int = DEFAULT_WORKERS,
     cancel: threading.Event | None = None,
 ) -> list[SyncRow]:
-    """Copy every matching tag of ``repositories`` (None: the source's catalog) from
-    ``source`` into the same repository names of ``destination``; one row per tag.
+    """Copy every matching tag of ``repositories`` (None: the source's catalog; a compiled
+    regex: the catalog names it finds) from ``source`` into the same repository names of
+    ``destination``; one row per tag.
 
     ``tags``: a regular expression or several (searched in the tag; None: every tag);
     digest tags (``sha256-…``) are never matched themselves, they travel with their
@@ -243,7 +289,7 @@ def sync_repositories(
     workers = max(1, workers)
     stream = _Stream(progress)
     ledger = _Ledger()
-    names = source.repository_names(repositories)
+    names = mirrored_repositories(source, repositories)
     listed = source.map(lambda name: sorted(source.client.tags(name)), names)
     repo_tags = dict(zip(names, listed, strict=True))
     jobs = [_Job(name, tag, "tag") for name in names for tag in repo_tags[name]

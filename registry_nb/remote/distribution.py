@@ -47,6 +47,7 @@ from ..oci.reference import parse_digest
 from .auth import CATALOG_SCOPE, repository_scope
 from .cache import CachedContent, ContentCache
 from .chunks import resume_offset
+from .deletes import send_delete
 from .listings import Listing, iter_names
 from .probe import RegistryProbe
 from .referrers import ReferrersAnswer, fetch_referrers
@@ -359,10 +360,8 @@ class RegistryClient:
     def delete_manifest(self, repository: str, digest: str) -> None:
         """Delete a manifest by digest (the registry must allow deletes)."""
         parse_digest(digest)
-        response = self.transport.request(
-            "DELETE", f"/v2/{repository}/manifests/{digest}",
-            scopes=[repository_scope(repository, "delete")],
-        )
+        response = send_delete(self.transport, f"/v2/{repository}/manifests/{digest}",
+                               repository)
         raise_for_status(response, f"delete the manifest {repository}@{digest}")
         response.close()
 

@@ -3,13 +3,15 @@
 In-toto statements and DSSE envelopes (:mod:`.intoto`), SLSA provenance
 (:mod:`.provenance`), SBOMs in and out (:mod:`.sbom`, :mod:`.export`), and offline
 verification: cosign key signatures and DSSE (:mod:`.verify`), sigstore bundles
-(:mod:`.bundles`), notation JWS (:mod:`.notation`); :mod:`.sign` makes signatures with
+(:mod:`.bundles`), notation JWS (:mod:`.notation`), attestations' own signatures and
+subjects (:mod:`.attest`); :mod:`.sign` makes signatures with
 a private key. The heavy libraries (sigstore, spdx-tools, cyclonedx-python-lib,
 cryptography) are imported inside the functions that need them.
 """
 
 from __future__ import annotations
 
+from .attest import AttestationCheck, check_attestation
 from .bundles import load_trusted_root, verify_sigstore_bundle
 from .export import SBOM_FORMATS, export_sbom, purl_for
 from .intoto import (
@@ -49,4 +51,5 @@ __all__ = [
     "verify_cosign_layer", "verify_dsse_envelope", "load_trusted_root",
     "verify_sigstore_bundle", "load_certificates", "verify_notation_jws",
     "cosign_payload", "sign_cosign", "sign_dsse", "sigstore_key_bundle", "sign_notation_jws",
+    "AttestationCheck", "check_attestation",
 ]
