@@ -77,20 +77,33 @@ class LeanResponse(requests.Response):
     """A ``requests.Response`` built without requests' per-response set-up: its cookie
     jar is made when first read (most responses never have one read)."""
 
-    def __init__(self) -> None:  # noqa: D107 - the attributes of requests.Response
+    def __init__(self, status: int, headers: CaseInsensitiveDict[str], raw: Any,
+                 request: requests.PreparedRequest, elapsed: timedelta) -> None:
+        # The attributes requests.Response.__init__ sets.
         self._content = False
         self._content_consumed = False
         self._next = None
-        self.status_code = None  # type: ignore[assignment]
-        self.headers = CaseInsensitiveDict()
-        self.raw = None
-        self.url = None  # type: ignore[assignment]
-        self.encoding = None
+        self.status_code = status
+        self.headers = headers
+        self.raw = raw
+        self.url = request.url  # type: ignore[assignment]
+        self._encoding: str | None | bool = False  # False: not read from the headers yet
         self.history = []
-        self.reason = None  # type: ignore[assignment]
+        self.reason = raw.reason
         self._jar: RequestsCookieJar | None = None
-        self.elapsed = timedelta(0)
-        self.request = None  # type: ignore[assignment]
+        self.elapsed = elapsed
+        self.request = request
+
+    @property  # type: ignore[override]
+    def encoding(self) -> str | None:
+        """The body's encoding, from Content-Type when first read (as requests sets it)."""
+        if self._encoding is False:
+            self._encoding = get_encoding_from_headers(self.headers)
+        return self._encoding  # type: ignore[return-value]
+
+    @encoding.setter
+    def encoding(self, value: str | None) -> None:
+        self._encoding = value
 
     @property  # type: ignore[override]
     def cookies(self) -> RequestsCookieJar:
@@ -241,19 +254,13 @@ class LeanSender:
             raise
         with self._lock:
             self.sent += 1
-        response = LeanResponse()
-        response.status_code = raw.status
-        headers = response.headers
+        headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
         received = raw.headers
         for key in received:  # as CaseInsensitiveDict(received): repeated fields joined
             headers[key] = received[key]
-        response.encoding = get_encoding_from_headers(headers)
-        response.raw = raw
-        response.reason = raw.reason
-        response.url = prepared.url
-        response.request = prepared
+        response = LeanResponse(raw.status, headers, raw, prepared,
+                                timedelta(seconds=time.perf_counter() - started))
         response.connection = self._adapter
-        response.elapsed = timedelta(seconds=time.perf_counter() - started)
         session = self._session
         if "set-cookie" in headers:  # as Session.send keeps them
             extract_cookies_to_jar(session.cookies, prepared, raw)
