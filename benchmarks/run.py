@@ -39,6 +39,7 @@ from .listing import (
     list_with_dxf,
     list_with_registry_nb,
     seed_listing,
+    urllib3_cpu_per_get,
 )
 from .stats import Figure, Ratio, Table, Target, fmt
 from .transfer import (
@@ -156,6 +157,7 @@ class Run:
         cpu = {k: Figure(f"registry CPU: {k}", "s") for k in ("dxf", "cold", "warm")}
         client = {k: Figure(f"client CPU: {k}", "s") for k in ("dxf", "cold", "warm")}
         per_request = Figure("client CPU per listing request (cold)", "ms")
+        floor = Figure("limit: client CPU per GET of urllib3's urlopen alone", "ms")
         counts: dict[str, int | None] = {}
         have_dxf = _has_module("dxf")
 
@@ -203,6 +205,7 @@ class Run:
         def raw() -> None:
             result = list_concurrent_raw(urls, sizes.raw_threads)
             figs["raw"].add(result.requests / result.seconds)
+            floor.add(urllib3_cpu_per_get(urls))
 
         contenders: list[Callable[[], None]] = [cold_and_warm, seq, raw, disk]
         if have_dxf:
@@ -238,6 +241,7 @@ class Run:
                 table.figure(cpu[key])
                 table.figure(client[key])
         table.figure(per_request)
+        table.figure(floor)
         if cpu["cold"].median and client["cold"].median:
             both = cpu["cold"].median + client["cold"].median
             table.note("bound: cold listing, registry + client CPU / cores",
