@@ -31,7 +31,7 @@ from registry_nb.oci import MANIFEST_ACCEPT, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MAN
 from registry_nb.remote.distribution import RegistryClient
 
 __all__ = ["ListingData", "seed_listing", "list_with_registry_nb", "list_with_dxf",
-           "list_sequential", "list_concurrent_raw", "ListingRun"]
+           "list_sequential", "list_concurrent_raw", "urllib3_cpu_per_get", "ListingRun"]
 
 
 @dataclass
@@ -274,3 +274,22 @@ def list_concurrent_raw(urls: Iterable[str], threads: int = 32) -> ListingRun:
     session.close()
     return ListingRun(rows=0, seconds=seconds, requests=len(todo),
                       errors=sum(1 for s in statuses if s >= 400))
+
+
+def urllib3_cpu_per_get(urls: Iterable[str], limit: int = 1000) -> float:
+    """Client CPU (ms) per GET of urllib3's ``urlopen`` alone (sequential, one pool, the
+    body read), on the first ``limit`` of ``urls``: the floor of any client built on it."""
+    import urllib3
+
+    todo = list(urls)[:limit]
+    if not todo:
+        return 0.0
+    pool = urllib3.connection_from_url(todo[0], maxsize=1)  # one registry: one pool
+    paths = [urllib3.util.parse_url(url).request_uri for url in todo]
+    headers = {"Accept": MANIFEST_ACCEPT, "Accept-Encoding": "identity"}
+    started = time.process_time()
+    for path in paths:
+        pool.urlopen("GET", path, headers=headers, redirect=False, retries=False).read()
+    spent = time.process_time() - started
+    pool.close()
+    return 1000 * spent / len(todo)

@@ -39,6 +39,7 @@ from .listing import (
     list_with_dxf,
     list_with_registry_nb,
     seed_listing,
+    urllib3_cpu_per_get,
 )
 from .stats import Figure, Ratio, Table, Target, fmt
 from .transfer import (
@@ -155,6 +156,8 @@ class Run:
         }
         cpu = {k: Figure(f"registry CPU: {k}", "s") for k in ("dxf", "cold", "warm")}
         client = {k: Figure(f"client CPU: {k}", "s") for k in ("dxf", "cold", "warm")}
+        per_request = Figure("client CPU per listing request (cold)", "ms")
+        floor = Figure("limit: client CPU per GET of urllib3's urlopen alone", "ms")
         counts: dict[str, int | None] = {}
         have_dxf = _has_module("dxf")
 
@@ -166,6 +169,8 @@ class Run:
                 spent = env.process_cpu_seconds(self.services.listing_pid)
                 client[key].add(_own_cpu() - mine)
                 _check_listing(result, n, key)
+                if key == "cold" and result.requests:
+                    per_request.add(1000 * client[key].samples[-1] / result.requests)
                 figs[key].add(result.seconds)
                 counts[key] = result.requests
                 if used is not None and spent is not None:
@@ -200,6 +205,7 @@ class Run:
         def raw() -> None:
             result = list_concurrent_raw(urls, sizes.raw_threads)
             figs["raw"].add(result.requests / result.seconds)
+            floor.add(urllib3_cpu_per_get(urls))
 
         contenders: list[Callable[[], None]] = [cold_and_warm, seq, raw, disk]
         if have_dxf:
@@ -234,6 +240,8 @@ class Run:
                 client[key].name = f"client CPU per listing: {key}"
                 table.figure(cpu[key])
                 table.figure(client[key])
+        table.figure(per_request)
+        table.figure(floor)
         if cpu["cold"].median and client["cold"].median:
             both = cpu["cold"].median + client["cold"].median
             table.note("bound: cold listing, registry + client CPU / cores",
@@ -253,6 +261,8 @@ class Run:
         if have_dxf:
             self.target("cold listing vs python-dxf", lambda: cold_vs_dxf.median,
                         lambda v: v >= 2.5, ">= 2.5x", cold_vs_dxf.shown())
+        self.target("client CPU per listing request", lambda: per_request.median,
+                    lambda v: v <= 0.3, "<= 0.3 ms", per_request.shown())
         self.target("warm listing vs cold", lambda: warm_vs_cold.median, lambda v: v >= 2.0,
                     ">= 2x", warm_vs_cold.shown())
 

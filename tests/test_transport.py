@@ -580,14 +580,19 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def test_tls_verification_choices_hold(
-    serve: Callable[..., Server], tls_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def tls_url(serve: Callable[..., Server], tls_files: tuple[Path, Path]) -> str:
+    """The https:// URL of a server that answers 200 with the self-signed ``tls_files``."""
     cert, key = tls_files
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
-    server = serve(_ok, tls=ctx)
-    url = f"https://{server.netloc}"
+    return f"https://{serve(_ok, tls=ctx).netloc}"
+
+
+def test_tls_verification_choices_hold(
+    serve: Callable[..., Server], tls_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert = tls_files[0]
+    url = tls_url(serve, tls_files)
     # The environment's REQUESTS_CA_BUNDLE must not override these choices.
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
     with Transport(url, use_docker_config=False) as t:

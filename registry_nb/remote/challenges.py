@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 from collections.abc import Iterable
@@ -127,6 +128,20 @@ def split_scope(scope: str) -> tuple[str, str, list[str]] | None:
 
 def normalize_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     """Merge actions per resource, sort and de-duplicate: a canonical cache key."""
+    if isinstance(scopes, tuple):  # every request's scopes: remembered
+        try:
+            return _normalized(scopes)
+        except TypeError:  # an unhashable item
+            pass
+    return _normalize(scopes)
+
+
+@functools.lru_cache(maxsize=1024)
+def _normalized(scopes: tuple[str, ...]) -> tuple[str, ...]:
+    return _normalize(scopes)
+
+
+def _normalize(scopes: Iterable[str]) -> tuple[str, ...]:
     merged: dict[tuple[str, str], set[str]] = {}
     opaque: set[str] = set()
     for scope in scopes:

@@ -41,6 +41,7 @@ from ..errors import (
 from ..oci.reference import DOCKER_HUB, DOCKER_HUB_API, is_loopback_host, normalize_registry
 from .auth import RegistryAuth
 from .credentials import RegistryCredentials, credentials_from_docker_config
+from .lean import LeanSender
 from .request import RegistryRequest, RequestBody, origin_of, safe_url
 from .responses import error_from_response, raise_for_status
 from .retry import AdaptiveLimit, RetryPolicy
@@ -121,6 +122,7 @@ class Transport:
             raise InvalidReferenceError(raw, "registry", f"is not a usable host[:port] ({exc})"
                                         ) from None
 
+        self._prefix = self.base_url + "/"  # URLs that start so are the registry's
         self._env_settings: dict[tuple[str, str], dict[str, Any]] = {}
         #: Requests in flight to this registry: at most pool_size, fewer after a 429.
         self.limit = AdaptiveLimit(pool_size)
@@ -136,6 +138,8 @@ class Transport:
         )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        #: Bodiless GETs and HEADs go through urllib3's pool directly (see .lean).
+        self.lean = LeanSender(self.session, adapter, lambda url: self._environment(url, False))
 
         source: Any = credentials
         if credentials is None and use_docker_config:
@@ -178,6 +182,9 @@ class Transport:
 
     def url(self, path_or_url: str) -> str:
         """An absolute URL for an API path, or a (possibly relative) Location/Link value."""
+        if (path_or_url[:1] == "/" and path_or_url[1:2] != "/" and "/." not in path_or_url
+                and "#" not in path_or_url):  # no dot segments: what urljoin makes of it
+            return self.base_url + path_or_url
         return urljoin(self.base_url + "/", path_or_url)
 
     def ping(self) -> requests.Response:
@@ -282,23 +289,26 @@ class Transport:
         hop_headers = dict(request.headers or {})
         data = request.body.data
         for _hop in range(MAX_REDIRECTS + 1):
-            prepared = self.session.prepare_request(
+            lean = None if data is not None else \
+                self.lean.prepare(method, url, hop_headers, params)
+            prepared = lean if lean is not None else self.session.prepare_request(
                 requests.Request(method, url, headers=hop_headers, params=params, data=data))
-            if origin_of(prepared.url or url) == self._origin:
+            target_url = prepared.url or url
+            if target_url.startswith(self._prefix) or origin_of(target_url) == self._origin:
                 self.auth.apply(prepared, request.scopes)
             else:
                 prepared.headers.pop("Authorization", None)
-            settings = self._environment(prepared.url or url, request.stream)
             debug = log.isEnabledFor(logging.DEBUG)
             if debug:
-                log.debug("%s %s", method, safe_url(prepared.url or url))
-            response = self.session.send(
-                prepared, allow_redirects=False, timeout=request.timeout or self.timeout,
-                **settings,
-            )
+                log.debug("%s %s", method, safe_url(target_url))
+            timeout = request.timeout or self.timeout
+            if lean is not None:
+                response = self.lean.send(lean, stream=request.stream, timeout=timeout)
+            else:
+                response = self.session.send(prepared, allow_redirects=False, timeout=timeout,
+                                             **self._environment(target_url, request.stream))
             if debug:
-                log.debug("%s %s -> %s", method, safe_url(prepared.url or url),
-                          response.status_code)
+                log.debug("%s %s -> %s", method, safe_url(target_url), response.status_code)
             if not response.is_redirect:
                 return response
             target = urljoin(response.url, response.headers["Location"])
