@@ -126,6 +126,8 @@ class _Latency:
         per_tag = Figure(f"latency {at}: skopeo inspect --no-tags, per tag "
                          f"(sample of {self.sizes.skopeo_sample} a round)", "s")
         per_repo = Figure(f"latency {at}: skopeo list-tags, per repository", "s")
+        floor = Figure(f"latency {at}: the same cold listing without the proxy, same rounds "
+                       "(CPU: client + registry on this machine)", "s")
         counts: dict[str, int | None] = {}
         repos, tags = data.repositories, data.tag_names
 
@@ -136,6 +138,13 @@ class _Latency:
             _check(result, n, "registry_nb")
             ours.add(result.seconds)
             counts["ours"] = result.requests
+
+        def direct() -> None:  # the same listing without the proxy: what CPU alone costs
+            reg = ContainerRegistry(self.services.transfer)
+            result = list_with_registry_nb(reg, dataclasses.replace(data, registry=reg.host))
+            reg.close()
+            _check(result, n, "registry_nb without the proxy")
+            floor.add(result.seconds)
 
         def with_dxf() -> None:
             result = list_with_dxf(data)
@@ -155,7 +164,7 @@ class _Latency:
                 spent += seconds
             per_tag.add(spent / self.sizes.skopeo_sample)
 
-        contenders: list[Callable[[], None]] = [cold]
+        contenders: list[Callable[[], None]] = [cold, direct]
         contenders += [with_dxf] if self.have_dxf else []
         contenders += [with_skopeo] if self.have_skopeo else []
         for round_ in range(rounds):
@@ -168,6 +177,7 @@ class _Latency:
                 fig.note = f"{counts[key]} requests, {fmt(counts[key] / fig.median)} req/s"
         table = self.table
         table.figure(ours)
+        table.figure(floor)
         if self.have_dxf:
             table.figure(dxf)
             ratio = Ratio(f"latency {at}: ratio python-dxf time / cold listing time", ours, dxf,
