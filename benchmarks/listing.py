@@ -168,16 +168,11 @@ def _count_requests(session: requests.Session) -> list[int]:
 
 
 def list_with_registry_nb(reg: Any, data: ListingData) -> ListingRun:
-    """``registry_images_frame`` over the whole catalog (or each seeded repository)."""
+    """``registry_images_frame`` over the whole catalog (or the seeded repositories)."""
     counter = _count_requests(reg.client.transport.session)
     started = time.perf_counter()
-    if data.explicit:
-        frames = [reg.registry_images_frame(repo, limit=None) for repo in data.repositories]
-        rows = sum(len(f) for f in frames)
-        errors = sum(int(f["error"].notna().sum()) for f in frames)
-    else:
-        frame = reg.registry_images_frame(limit=None)
-        rows, errors = len(frame), int(frame["error"].notna().sum())
+    frame = reg.registry_images_frame(data.repositories if data.explicit else None, limit=None)
+    rows, errors = len(frame), int(frame["error"].notna().sum())
     seconds = time.perf_counter() - started
     reg.client.transport.session.hooks["response"].clear()
     return ListingRun(rows=rows, seconds=seconds, requests=counter[0], errors=errors)

@@ -32,6 +32,7 @@ from typing import Any
 
 from . import env
 from .fleet import measure_fleet, seed_fleet
+from .latency import measure_latency
 from .listing import (
     ListingData,
     list_concurrent_raw,
@@ -41,6 +42,7 @@ from .listing import (
     seed_listing,
     urllib3_cpu_per_get,
 )
+from .shape import ShapeSaves
 from .stats import Figure, Ratio, Table, Target, fmt
 from .transfer import (
     FormProgress,
@@ -329,6 +331,10 @@ class Run:
             _say(f"transfers: save round {round_ + 1}/{sizes.rounds}")
             for run in _rotated(saves, round_):
                 run()
+        shape = ShapeSaves(host, f"{self.prefix}/shape", self.services.data_dir,
+                           smoke=self.smoke, log=_say, have_skopeo=have_skopeo)
+        shape.measure(sizes.rounds)
+        shape.close()
 
         engine_rows = self._engine(host, big, image, admin, Engine, ContainerRegistry,
                                    fresh, unlink, phase="pull")
@@ -365,6 +371,7 @@ class Run:
                         lambda v: v >= 1.5, ">= 1.5x", save.shown())
             self.target("OCI layout -> registry vs skopeo", lambda: load.median,
                         lambda v: v >= 1.5, ">= 1.5x", load.shown())
+        shape.report(table, self.target)
         for row in engine_rows:
             row()
 
@@ -455,6 +462,13 @@ class Run:
 
         engine.close()
         return [rows]
+
+    def latency(self) -> None:
+        """Listing and save/load against peers behind a delaying proxy (benchmarks/latency)."""
+        seconds = measure_latency(self.services, self.table, self.target, smoke=self.smoke,
+                                  prefix=f"{self.prefix}/lat" if self.smoke else "benchlat",
+                                  log=_say)
+        self.table.note("latency section", f"{seconds:.0f} s")
 
     # ------------------------------------------------------------ memory
 
@@ -608,13 +622,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-services", action="store_true",
                         help="leave the benchmark's own services running")
     parser.add_argument("--only", action="append",
-                        choices=["listing", "transfers", "memory", "limits", "fleet"],
+                        choices=["listing", "transfers", "latency", "memory", "limits", "fleet"],
                         help="run only these sections (repeatable; fleet runs only so)")
     args = parser.parse_args(argv)
     sizes = SMOKE if args.smoke else FULL
     if args.rounds:
         sizes = Sizes(**{**sizes.__dict__, "rounds": args.rounds})
-    sections = args.only or ["listing", "transfers", "memory", "limits"]
+    sections = args.only or ["listing", "transfers", "latency", "memory", "limits"]
     started = time.monotonic()
     with _services(args.smoke, args.keep_services) as services:
         run = Run(services, sizes, args.smoke)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-__all__ = ["Figure", "Ratio", "Target", "Table", "fmt"]
+_T = TypeVar("_T")
+
+__all__ = ["Figure", "Ratio", "Target", "Table", "fmt", "rotated"]
 
 
 def fmt(value: float) -> str:
@@ -21,6 +24,12 @@ def fmt(value: float) -> str:
     if magnitude >= 1:
         return f"{value:.2f}"
     return f"{value:.3g}"
+
+
+def rotated(items: Sequence[_T], shift: int) -> list[_T]:
+    """``items`` starting at ``shift`` (modulo), wrapping: round ``shift``'s order."""
+    shift %= len(items)
+    return [*items[shift:], *items[:shift]]
 
 
 @dataclass

@@ -26,7 +26,8 @@ from typing import Any
 from registry_nb.oci import OCI_CONFIG, OCI_LAYER, OCI_LAYER_GZIP, OCI_MANIFEST
 
 __all__ = ["BigImage", "make_image_layout", "make_blob_layout", "skopeo_save", "skopeo_load",
-           "measure_rss", "FormProgress", "docker_cli", "delete_blob_links", "timed"]
+           "skopeo_inspect", "skopeo_list_tags", "measure_rss", "FormProgress", "docker_cli",
+           "delete_blob_links", "timed"]
 
 _CHUNK = 4 * 1024 * 1024
 
@@ -188,6 +189,16 @@ def skopeo_save(registry: str, repo: str, tag: str, target: Path) -> None:
     """``skopeo copy docker://… oci:TARGET:TAG``."""
     _skopeo("copy", "--quiet", "--src-tls-verify=false", f"docker://{registry}/{repo}:{tag}",
             f"oci:{target}:{tag}")
+
+
+def skopeo_inspect(registry: str, repo: str, tag: str) -> None:
+    """``skopeo inspect --no-tags docker://…`` (manifest and config of one tag)."""
+    _skopeo("inspect", "--tls-verify=false", "--no-tags", f"docker://{registry}/{repo}:{tag}")
+
+
+def skopeo_list_tags(registry: str, repo: str) -> None:
+    """``skopeo list-tags docker://…`` (one repository's tags)."""
+    _skopeo("list-tags", "--tls-verify=false", f"docker://{registry}/{repo}")
 
 
 def skopeo_load(layout: Path, tag: str, registry: str, repo: str) -> None:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ from registry_nb.errors import (
     RegistryHTTPError,
 )
 from registry_nb.frames import LAYER_COLUMNS, LOCAL_IMAGE_COLUMNS, REGISTRY_IMAGE_COLUMNS
+from registry_nb.images.image import RegistryRepository, open_image
 from registry_nb.oci import OCI_INDEX, Descriptor, Index, Platform
 from registry_nb.progress import ProgressAggregator, ProgressEvent
 
@@ -656,6 +658,60 @@ def test_registry_images_frame(open_registry: RegistryService, unique_repo: str)
     described = reg.describe_image(unique_repo, "1")
     assert isinstance(described, ContainerImage)
     assert described.digest == d1 and described.size_bytes == row["size_bytes"]
+
+
+def test_several_named_repositories_list_in_the_order_given(
+    open_registry: RegistryService, unique_repo: str,
+) -> None:
+    # listed concurrently (one round trip per repository at the same time), kept in order
+    names = [f"{unique_repo}/b", f"{unique_repo}/a", f"{unique_repo}/c"]
+    for name in names:
+        for tag in ("2", "1"):
+            seed_image(open_registry, name, tag, files={"f": f"{name}:{tag}".encode()})
+    frame = ContainerRegistry(open_registry.host).registry_images_frame(names, limit=None)
+    assert list(zip(frame["repository"], frame["tag"], strict=True)) == [
+        (name, tag) for name in names for tag in ("1", "2")]
+    assert frame["error"].isna().all()
+    assert ContainerRegistry(open_registry.host).registry_images_frame(names, limit=3)[
+        "repository"].tolist() == [names[0], names[0], names[1]]
+    with pytest.raises(NotFoundError):  # a named repository that is missing still raises
+        ContainerRegistry(open_registry.host).registry_images_frame(
+            [names[0], f"{unique_repo}/missing"])
+
+
+def test_configs_of_different_images_are_read_at_the_same_time(
+    open_registry: RegistryService, unique_repo: str,
+) -> None:
+    # functools.cached_property (Python < 3.12) shares one lock among all instances: a
+    # listing's threads then read configs one round trip at a time. Both reads must be
+    # inside read_blob together, or the barrier breaks.
+    for tag in ("a", "b"):
+        seed_image(open_registry, unique_repo, tag, files={"f": tag.encode()})
+    meet = threading.Barrier(2, timeout=5)
+
+    class Meeting(RegistryRepository):
+        def read_blob(self, descriptor, **kwargs):  # type: ignore[no-untyped-def]
+            meet.wait()
+            return super().read_blob(descriptor, **kwargs)
+
+    reg = ContainerRegistry(open_registry.host)
+    store = Meeting(reg.client, unique_repo)
+    images = [open_image(store, tag) for tag in ("a", "b")]
+    errors: list[BaseException] = []
+
+    def read(image) -> None:  # type: ignore[no-untyped-def]
+        try:
+            assert image.config.platform.os == "linux"
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read, args=(image,)) for image in images]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert not errors, errors
+    assert images[0].config is images[0].config  # read once, then kept
 
 
 def test_one_bad_tag_keeps_its_row(open_registry: RegistryService, unique_repo: str) -> None:

@@ -19,7 +19,6 @@ import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import cached_property
 from typing import IO
 
 from ..errors import (
@@ -231,6 +230,7 @@ class Image:
     def __init__(self, store: ImageStore, manifest: Manifest) -> None:
         self.store = store
         self.manifest = manifest
+        self._config: ImageConfig | None = None
 
     @property
     def digest(self) -> str:
@@ -242,10 +242,16 @@ class Image:
         """Media type of the manifest."""
         return self.manifest.media_type
 
-    @cached_property
+    @property
     def config(self) -> ImageConfig:
-        """The parsed image config."""
-        return ImageConfig.from_bytes(self.store.read_blob(self.manifest.config))
+        """The parsed image config (read on first use, then kept)."""
+        # Not functools.cached_property: before Python 3.12 it takes one lock shared by
+        # every instance, so a listing's threads read their configs one at a time (one
+        # round trip each). Two threads reading one image's config share one fetch
+        # through the client's content cache.
+        if self._config is None:
+            self._config = ImageConfig.from_bytes(self.store.read_blob(self.manifest.config))
+        return self._config
 
     @property
     def platform(self) -> Platform:

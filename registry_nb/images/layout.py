@@ -207,6 +207,7 @@ class OCILayout(LayoutReader, ImageSink):
         self.path = Path(path)
         self.image_name = image_name
         self._lock = threading.Lock()
+        self._ensured = False
 
     def describe(self) -> str:
         return f"oci:{self.path}"
@@ -277,10 +278,18 @@ class OCILayout(LayoutReader, ImageSink):
     # -- writing
 
     def _ensure(self) -> None:
-        (self.path / "blobs").mkdir(parents=True, exist_ok=True)
-        marker = self.path / "oci-layout"
-        if not marker.exists():
-            self._write_atomic(marker, _encode({"imageLayoutVersion": LAYOUT_VERSION}))
+        # once per layout object: a copy's blob threads all call this as they start,
+        # and each used to write (and fsync) its own oci-layout file
+        if self._ensured:
+            return
+        with self._lock:
+            if self._ensured:
+                return
+            (self.path / "blobs").mkdir(parents=True, exist_ok=True)
+            marker = self.path / "oci-layout"
+            if not marker.exists():
+                self._write_atomic(marker, _encode({"imageLayoutVersion": LAYOUT_VERSION}))
+            self._ensured = True
 
     @staticmethod
     def _temp_name(target: Path) -> Path:

@@ -271,8 +271,11 @@ class RegistryImages:
         if limit == 0:
             return listing
         if repository is not None:
-            for name in self.repository_names(repository):
-                listing.entries.extend(listing.keep_entries(self._entries(name, junk)))
+            # several named repositories are listed ``workers`` at a time (one round
+            # trip each, not one after the other); the first failure raises
+            names = self.repository_names(repository)
+            for found in self.map(lambda name: self._entries(name, junk), names):
+                listing.entries.extend(listing.keep_entries(found))
             listing.entries = listing.entries[:limit]
             return listing
         names = self.catalog()
