@@ -27,7 +27,9 @@ def test_the_smoke_benchmark_prints_the_table(services):
                 "limit: raw concurrent GETs", "registry -> OCI layout: registry_nb save_image",
                 "OCI layout -> registry: registry_nb load_image", "engine pull: docker CLI",
                 "engine push: registry_nb push_image", "peak RSS increase",
-                "limit: sha256 in Python", "import registry_nb (fresh interpreter)"):
+                "limit: sha256 in Python", "import registry_nb (fresh interpreter)",
+                "layer entries: registry_nb read_layer", "peak RSS increase, layer_contents",
+                "image_from_directory of the", "deflate: isal level 1", "inflate: isal"):
         assert row in out, f"missing row {row!r}:\n{out}"
     targets = [line for line in out.splitlines() if line.startswith("| target: ")]
     assert len(targets) >= 7
