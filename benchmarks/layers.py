@@ -149,31 +149,31 @@ def read_with_stdlib(path: Path) -> int:
     return count
 
 
-_RSS_SCRIPT = r"""
-import json, sys, time
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1])  # KiB
-    return 0
-registry, repository = sys.argv[1:3]
-import pandas  # noqa: F401 (the frame's library is loaded before the baseline)
-from registry_nb import ContainerRegistry
-reg = ContainerRegistry(registry)
-reg.client.ping()
-before = status("VmRSS")
-started = time.perf_counter()
-frame = reg.layer_contents(repository, "1")
-seconds = time.perf_counter() - started
-print(json.dumps({"increase_kib": status("VmHWM") - before, "seconds": seconds,
-                  "entries": len(frame)}))
-"""
+def _kib(key: str) -> int:
+    """A ``/proc/self/status`` figure in KiB (VmRSS, VmHWM)."""
+    lines = Path("/proc/self/status").read_text().splitlines()
+    return int(next(line for line in lines if line.startswith(key + ":")).split()[1])
+
+
+def read_rss_child(registry: str, repository: str) -> None:
+    """In a fresh interpreter: ``layer_contents`` of ``repository:1``; print its peak RSS
+    increase (KiB), seconds and entries as JSON."""
+    import pandas  # noqa: F401 (the frame's library is loaded before the baseline)
+
+    from registry_nb import ContainerRegistry
+
+    reg = ContainerRegistry(registry)
+    reg.client.ping()
+    before = _kib("VmRSS")
+    seconds, frame = timed(reg.layer_contents, repository, "1")
+    print(json.dumps({"increase_kib": _kib("VmHWM") - before, "seconds": seconds,
+                      "entries": len(frame)}))
 
 
 def measure_read_rss(registry: str, repository: str) -> dict[str, float]:
-    """``layer_contents`` of ``repository:1`` in a fresh interpreter: its peak RSS increase
-    (KiB), seconds and entries."""
-    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, registry, repository],
+    """:func:`read_rss_child` in a fresh interpreter; what it printed."""
+    code = "import sys; from benchmarks.layers import read_rss_child; read_rss_child(*sys.argv[1:])"
+    out = subprocess.run([sys.executable, "-c", code, registry, repository],
                          capture_output=True, text=True, check=False, timeout=1800,
                          cwd=Path(__file__).resolve().parent.parent)
     if out.returncode != 0:
