@@ -548,7 +548,7 @@ class ContainerRegistry:
                 top = open_image(store(base_ref), base_ref.identifier)
                 base_image = top if isinstance(top, Image) else top.image(platform)
             layer = write_layer(path, Path(tmp) / "layer.tar.gz", prefix=prefix, mtime=created,
-                                compressor=compressor, compresslevel=compresslevel)
+                                compressor=compressor, compresslevel=compresslevel, sync=False)
             image = append_layers(base_image, [layer], entrypoint=entrypoint, cmd=cmd, env=env,
                                   labels=labels, user=user, workdir=workdir, platform=platform,
                                   created=created, created_by=created_by or DEFAULT_CREATED_BY)

@@ -159,7 +159,7 @@ def _tarinfo(name: str, path: Path | None, mtime: int) -> tuple[tarfile.TarInfo,
 def write_layer(directory: str | os.PathLike[str], target: str | os.PathLike[str], *,
                 prefix: str = "/", mtime: int | float | datetime | None = None,
                 compressor: str | None = None, compresslevel: int | None = None,
-                threads: int | None = None) -> LayerBlob:
+                threads: int | None = None, sync: bool = True) -> LayerBlob:
     """Write the contents of ``directory`` as a reproducible gzip tar layer to ``target``.
 
     Entries go under ``prefix`` in the image (``"/"``: the folder is the image's
@@ -167,7 +167,8 @@ def write_layer(directory: str | os.PathLike[str], target: str | os.PathLike[str
     installed; ``compresslevel`` 0-3, default 1) or ``"zlib"`` (the standard library;
     0-9, default 6): each gives its own digest for the same folder. ``threads``
     (default: the cores, at most 4) changes the speed, not the bytes. Both digests are
-    computed while writing, in one pass.
+    computed while writing, in one pass. ``sync`` flushes the file to the disk before
+    returning (callers whose file is temporary pass False).
     """
     source = Path(directory)
     if not source.is_dir():
@@ -189,7 +190,8 @@ def write_layer(directory: str | os.PathLike[str], target: str | os.PathLike[str
                     else:
                         tar.addfile(info)
         out.flush()
-        os.fsync(out.fileno())
+        if sync:
+            os.fsync(out.fileno())
     return LayerBlob(path=Path(target), digest=compressed.digest, diff_id=raw.digest,
                      size=compressed.size, uncompressed_size=raw.size,
                      compression=compression.describe())

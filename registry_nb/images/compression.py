@@ -62,7 +62,8 @@ class ChunkStream(io.RawIOBase):
                 self._done = True
                 return False
             if chunk:
-                self._buf = self._buf[self._pos:] + bytes(chunk)
+                rest = self._buf[self._pos:] if self._pos < len(self._buf) else b""
+                self._buf = rest + bytes(chunk) if rest else bytes(chunk)  # no copy of bytes
                 self._pos = 0
                 return True
         return False
@@ -77,7 +78,7 @@ class ChunkStream(io.RawIOBase):
             return 0
         view = memoryview(buffer).cast("B")
         n = min(len(view), len(self._buf) - self._pos)
-        view[:n] = self._buf[self._pos:self._pos + n]
+        view[:n] = memoryview(self._buf)[self._pos:self._pos + n]  # one copy, not two
         self._pos += n
         self.consumed += n
         return n
