@@ -33,6 +33,7 @@ from typing import Any
 from . import env
 from .fleet import measure_fleet, seed_fleet
 from .latency import measure_latency
+from .layers import measure_layers
 from .listing import (
     ListingData,
     list_concurrent_raw,
@@ -470,6 +471,10 @@ class Run:
                                   log=_say)
         self.table.note("latency section", f"{seconds:.0f} s")
 
+    def layers(self) -> None:
+        """Layer gzip: a 1 GiB layer's entries and memory, a folder pushed vs docker build."""
+        measure_layers(self)
+
     # ------------------------------------------------------------ memory
 
     def fleet(self) -> None:
@@ -622,13 +627,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-services", action="store_true",
                         help="leave the benchmark's own services running")
     parser.add_argument("--only", action="append",
-                        choices=["listing", "transfers", "latency", "memory", "limits", "fleet"],
+                        choices=["listing", "transfers", "latency", "memory", "limits",
+                                 "fleet", "layers"],
                         help="run only these sections (repeatable; fleet runs only so)")
     args = parser.parse_args(argv)
     sizes = SMOKE if args.smoke else FULL
     if args.rounds:
         sizes = Sizes(**{**sizes.__dict__, "rounds": args.rounds})
-    sections = args.only or ["listing", "transfers", "latency", "memory", "limits"]
+    sections = args.only or ["listing", "transfers", "latency", "memory", "limits", "layers"]
     started = time.monotonic()
     with _services(args.smoke, args.keep_services) as services:
         run = Run(services, sizes, args.smoke)

@@ -25,6 +25,7 @@ __all__ = [
     "RegistryHTTPError",
     "BlobUploadError",
     "UnsupportedMediaTypeError",
+    "CompressionSettingError",
     "InvalidManifestError",
     "InvalidPlatformError",
     "InsecureRegistryError",
@@ -180,6 +181,11 @@ class BlobUploadError(RegistryHTTPError):
 
 class UnsupportedMediaTypeError(RegistryError):
     """A manifest or layer has a media type this toolkit cannot handle."""
+
+
+class CompressionSettingError(RegistryError, ValueError):
+    """A layer compressor or level that cannot be used: unknown, out of range, or its
+    module is not installed."""
 
 
 class InvalidManifestError(RegistryError):

@@ -524,6 +524,7 @@ class ContainerRegistry:
                              labels: dict[str, str] | None = None, user: str | None = None,
                              workdir: str | None = None, platform: str | None = None,
                              created: int | datetime | None = None, created_by: str | None = None,
+                             compressor: str | None = None, compresslevel: int | None = None,
                              progress: ProgressCallback | None = None,
                              cancel: threading.Event | None = None) -> dict[str, Any]:
         """Make an image from a folder (one reproducible gzip layer) and push it here.
@@ -532,10 +533,13 @@ class ContainerRegistry:
         reference, e.g. ``127.0.0.1:5000/base:1``) goes underneath, its config kept
         except for the fields given. The layer is reproducible (sorted entries, one
         fixed time — ``created``, else ``$SOURCE_DATE_EPOCH``, else 1970 — root owner,
-        normalised modes): same folder and options, same digest; history says ``created_by``.
-        Base layers are mounted or skipped, never downloaded. Returns the copy's dict plus
-        ``image``, ``base``, ``layer_digest``, ``diff_id`` and
-        ``uncompressed_size_bytes`` (of the new layer).
+        normalised modes): same folder, options and compression, same digest; history
+        says ``created_by`` and the compression. ``compressor`` is ``"isal"`` (default
+        when installed, ``compresslevel`` 1) or ``"zlib"`` (the standard library, level 6);
+        see :func:`registry_nb.images.assemble.write_layer`. Base layers are mounted or
+        skipped, never downloaded. Returns the copy's dict plus ``image``, ``base``,
+        ``layer_digest``, ``diff_id``, ``uncompressed_size_bytes`` and ``compression``
+        (of the new layer).
         """
         ref, full = self._named(image_name, image_tag, writes=True)
         base_ref = _parse(base) if base is not None else None
@@ -545,7 +549,8 @@ class ContainerRegistry:
             if base_ref is not None:
                 top = open_image(store(base_ref), base_ref.identifier)
                 base_image = top if isinstance(top, Image) else top.image(platform)
-            layer = write_layer(path, Path(tmp) / "layer.tar.gz", prefix=prefix, mtime=created)
+            layer = write_layer(path, Path(tmp) / "layer.tar.gz", prefix=prefix, mtime=created,
+                                compressor=compressor, compresslevel=compresslevel, sync=False)
             image = append_layers(base_image, [layer], entrypoint=entrypoint, cmd=cmd, env=env,
                                   labels=labels, user=user, workdir=workdir, platform=platform,
                                   created=created, created_by=created_by or DEFAULT_CREATED_BY)
@@ -553,7 +558,8 @@ class ContainerRegistry:
                                   progress=progress, cancel=cancel)
         return _result(result, image=full,
                        base=str(base_ref) if base_ref else None, layer_digest=layer.digest,
-                       diff_id=layer.diff_id, uncompressed_size_bytes=layer.uncompressed_size)
+                       diff_id=layer.diff_id, uncompressed_size_bytes=layer.uncompressed_size,
+                       compression=layer.compression)
 
     # ============================================================================
     # Operations: delete, retention, rate limits (registry_nb.images.delete/retention)

@@ -208,6 +208,17 @@ def test_image_from_directory_is_reproducible(reg: ContainerRegistry, unique_rep
     assert described.created.year == 1970
     later = reg.image_from_directory(tree, unique_repo, "c", created=1_700_000_000)
     assert later["digest"] != first["digest"]
+    # another compressor: another layer digest, the same tar; the history says which
+    stdlib = reg.image_from_directory(tree, unique_repo, "d", cmd="/bin/run.sh",
+                                      user="1000:1000", platform="linux/arm64",
+                                      compressor="zlib", compresslevel=6)
+    assert (first["compression"], stdlib["compression"]) == \
+        ("gzip by isal level 1, 1 MiB blocks", "gzip by zlib level 6")
+    assert stdlib["layer_digest"] != first["layer_digest"]
+    assert stdlib["diff_id"] == first["diff_id"]
+    config = json.loads(reg.client.read_blob(
+        unique_repo, reg.client.get_manifest(unique_repo, "d").config.digest))
+    assert config["history"][-1]["comment"] == "gzip by zlib level 6"
 
 
 def test_uncompressed_column_matches_the_real_sizes(reg: ContainerRegistry, unique_repo: str,

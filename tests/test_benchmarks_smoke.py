@@ -30,7 +30,11 @@ def test_the_smoke_benchmark_prints_the_table(services):
                 "limit: sha256 in Python", "import registry_nb (fresh interpreter)",
                 "registry -> OCI layout (2 x 200 kB): registry_nb save_image",
                 "latency 5 ms: listing, registry_images_frame, cold",
-                "latency 5 ms: registry -> OCI layout, registry_nb save_image"):
+                "latency 5 ms: registry -> OCI layout, registry_nb save_image",
+                "layer entries: registry_nb read_layer", "peak RSS increase, layer_contents",
+                "image_from_directory of the", "deflate: isal level 1", "inflate: isal",
+                "client CPU per listing request (cold)",
+                "limit: client CPU per GET of urllib3's urlopen alone"):
         assert row in out, f"missing row {row!r}:\n{out}"
     targets = [line for line in out.splitlines() if line.startswith("| target: ")]
     assert len(targets) >= 7

@@ -85,7 +85,7 @@ def _layers(paths: list[Path], scratch: Path) -> list[ArtifactFile]:
                                 hint="Rename one, or put them in a folder and push the folder.")
         names.add(name)
         if path.is_dir():
-            blob = write_layer(path, scratch / f"{len(out)}.tar.gz", prefix=name)
+            blob = write_layer(path, scratch / f"{len(out)}.tar.gz", prefix=name, sync=False)
             annotations = {TITLE: name, ORAS_DIGEST: blob.diff_id, ORAS_UNPACK: "true"}
             out.append(ArtifactFile(Descriptor(OCI_LAYER_GZIP, blob.digest, blob.size,
                                                annotations), blob.path))

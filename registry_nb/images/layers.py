@@ -264,8 +264,9 @@ def _checksum_ok(header: bytes) -> bool:
     value = int(stored, 8)
     rest = header[:148] + b" " * 8 + header[156:]
     unsigned = sum(rest)
-    signed = unsigned - 256 * sum(1 for b in rest if b > 127)
-    return value in (unsigned, signed)
+    if value == unsigned:
+        return True
+    return value == unsigned - 256 * sum(1 for b in rest if b > 127)  # old signed sums
 
 
 def _text(raw: bytes) -> tuple[str, bool]:
