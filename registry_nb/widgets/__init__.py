@@ -19,6 +19,7 @@ from __future__ import annotations
 from ._common import FormInputError, human_bytes
 from .browser import RegistryBrowser, config_summary
 from .charts import figure_png, instruction, layer_chart
+from .compare import ImageDiffView
 from .forms import BuildForm, PullForm, PushForm, parse_build_args
 from .operation import OperationForm
 from .sync import SyncForm
@@ -29,6 +30,7 @@ __all__ = [
     "BuildForm",
     "SyncForm",
     "RegistryBrowser",
+    "ImageDiffView",
     "OperationForm",
     "FormInputError",
     "parse_build_args",
