@@ -20,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import weakref
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -148,8 +149,11 @@ class ScratchRegistry:
                         "maintenance": {"uploadpurging": {"enabled": False}}},
             "http": {"addr": self.host},
         }))
-        self._process: subprocess.Popen[bytes] | None = None
+        self._running: list[subprocess.Popen[bytes]] = []  # the serving process, if any
         self._start()
+        # stopped with the interpreter (a notebook's kernel) if nobody calls stop()
+        self._finalizer = weakref.finalize(self, _shut_down, self._running,
+                                           self.folder if self._own_folder else None)
 
     def __repr__(self) -> str:
         return f"ScratchRegistry({self.host})"
@@ -161,8 +165,9 @@ class ScratchRegistry:
         self.stop()
 
     def _start(self) -> None:
-        self._process = subprocess.Popen([self.binary, "serve", str(self.config)],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._running.append(subprocess.Popen([self.binary, "serve", str(self.config)],
+                                              stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL))
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -170,19 +175,9 @@ class ScratchRegistry:
                     return
             except requests.RequestException:
                 time.sleep(0.1)
-        self._halt()
+        _halt(self._running)
         raise RegistryError(f"the scratch registry did not start on {self.host}",
                             hint="Run the docker-registry program by hand to see why.")
-
-    def _halt(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            self._process = None
 
     def disk_bytes(self) -> int:
         """Bytes the registry's storage holds on disk (blobs and metadata)."""
@@ -193,7 +188,7 @@ class ScratchRegistry:
         collector must not run beside writes), run ``garbage-collect --delete-untagged``,
         start it again on the same port. Returns disk bytes before and after."""
         before = self.disk_bytes()
-        self._halt()
+        _halt(self._running)
         try:
             done = subprocess.run([self.binary, "garbage-collect", "--delete-untagged",
                                    str(self.config)], capture_output=True, text=True,
@@ -207,6 +202,21 @@ class ScratchRegistry:
 
     def stop(self) -> None:
         """Stop the registry and remove its folder (when it made one)."""
-        self._halt()
-        if self._own_folder:
-            shutil.rmtree(self.folder, ignore_errors=True)
+        self._finalizer()
+
+
+def _halt(running: list[subprocess.Popen[bytes]]) -> None:
+    while running:
+        process = running.pop()
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _shut_down(running: list[subprocess.Popen[bytes]], folder: Path | None) -> None:
+    _halt(running)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)

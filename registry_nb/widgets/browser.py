@@ -79,7 +79,8 @@ def _summary_html(summary: dict[str, Any]) -> str:
 
 
 _TABLE_STYLE = ("<style>.registry-nb-tags th, .registry-nb-tags td "
-                "{padding: 2px 12px 2px 0; text-align: left; white-space: nowrap}</style>")
+                "{padding: 2px 12px 2px 0; text-align: left !important; white-space: nowrap}"
+                "</style>")
 #: Columns of the attachments table (from ``referrers``).
 ATTACHMENT_COLUMNS = ("kind", "format", "artifact_type", "found_by", "digest", "subject")
 
@@ -406,6 +407,8 @@ class RegistryBrowser(widgets.VBox):
                       f"<code>{html.escape(platform)}</code>: "
                       f"<code>{html.escape(chosen.digest[:19])}…</code></div>")
             shown = f"{repository}@{chosen.digest}"  # the platform's image, for a comparison
+        heading = (f'<div class="registry-nb-shown"><b>{html.escape(repository)}:'
+                   f"{html.escape(tag)}</b> <code>{html.escape(top.digest[:19])}…</code></div>")
         summary = config_summary(self.registry.image_config(repository, tag, platform=platform))
         frame = self.registry.layers_frame(repository, tag, platform=platform)
         title = f"{repository}:{tag}" + (f" ({platform})" if platforms else "")
@@ -431,7 +434,7 @@ class RegistryBrowser(widgets.VBox):
                 self.platform.layout.display = "flex" if platforms else "none"
             finally:
                 self._quiet = False
-            self.details.value = header + _summary_html(summary) + \
+            self.details.value = heading + header + _summary_html(summary) + \
                 attachments_html(attached, problem)
             self.chart.outputs = ()
             self.chart.append_display_data(Image(data=png, format="png"))

@@ -20,7 +20,7 @@ import ipywidgets as widgets
 import pandas as pd
 from IPython.display import Image
 
-from ..charts import diff_chart
+from ..charts import counted, diff_chart
 from ..registry import ContainerRegistry
 from ._common import FormInputError, describe_error, ensure_shell, held, human_bytes, kv_table
 from .charts import figure_png
@@ -33,14 +33,16 @@ log = logging.getLogger(__name__)
 DIFF_TABS = (("Summary", "summary"), ("Layers", "layers"), ("Files", "files"),
              ("Packages", "packages"), ("Config", "config"))
 _TABLE_STYLE = ("<style>.registry-nb-diff-table th, .registry-nb-diff-table td "
-                "{padding: 2px 12px 2px 0; text-align: left; white-space: nowrap}</style>")
+                "{padding: 2px 12px 2px 0; text-align: left !important; white-space: nowrap}"
+                "</style>")
 
 
 def diff_summary_html(summary: dict[str, Any]) -> str:
     """The summary tab: what changed in one line, then sizes and layer counts."""
-    line = (f"{summary['files_added']} files added, {summary['files_removed']} removed, "
-            f"{summary['files_changed']} changed; {summary['packages_changed']} packages "
-            f"changed; {summary['shared_layers']} shared layers "
+    line = (f"{counted(summary['files_added'], 'file')} added, {summary['files_removed']} "
+            f"removed, {summary['files_changed']} changed; "
+            f"{counted(summary['packages_changed'], 'package')} changed; "
+            f"{counted(summary['shared_layers'], 'shared layer')} "
             f"({human_bytes(summary['shared_bytes'])}"
             + (", read)" if summary["shared_read"] else ", not read)"))
     change = summary["size_change_bytes"]
@@ -62,7 +64,7 @@ def _frame_html(frame: pd.DataFrame, what: str, max_rows: int) -> str:
         return f"<i>no {what} differ</i>"
     view = frame.head(max_rows).copy()
     for column in view.columns:
-        if column.startswith("size") and column.endswith("bytes"):
+        if column.startswith("size") and "bytes" in column:
             view[column] = view[column].map(
                 lambda n: human_bytes(int(n)) if pd.notna(n) else "")
         elif column in ("digest", "diff_id"):
@@ -106,7 +108,8 @@ class ImageDiffView(widgets.VBox):
                                              tooltip="Compare A with B: layers, files, "
                                              "packages, config")
         self.status = widgets.HTML("")
-        self.tabs = widgets.Tab(children=[widgets.HTML("") for _ in DIFF_TABS],
+        pages = [widgets.HTML("", layout=widgets.Layout(overflow="auto")) for _ in DIFF_TABS]
+        self.tabs = widgets.Tab(children=pages,
                                 titles=[title for title, _ in DIFF_TABS],
                                 layout=widgets.Layout(display="none"))
         self.tabs.add_class("registry-nb-diff-tabs")

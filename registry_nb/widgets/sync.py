@@ -33,7 +33,7 @@ MAX_TABLE_ROWS = 300
 _STATUS_COLORS = {"copied": "#1e8449", "present": "#555", "missing": "#1f618d",
                   "failed": "#c0392b"}
 _TABLE_STYLE = ("<style>.registry-nb-sync-rows th, .registry-nb-sync-rows td "
-                "{padding: 2px 12px 2px 0; text-align: left; vertical-align: top}"
+                "{padding: 2px 12px 2px 0; text-align: left !important; vertical-align: top}"
                 ".registry-nb-sync-rows td.error {white-space: normal; max-width: 520px}"
                 "</style>")
 
@@ -51,7 +51,8 @@ def sync_table_html(frame: pd.DataFrame, max_rows: int = MAX_TABLE_ROWS) -> str:
     for row in frame.head(max_rows).itertuples():
         color = _STATUS_COLORS.get(row.status, "#555")
         tag = row.tag if isinstance(row.tag, str) else "(by digest)"
-        digest = row.digest[:19] + "…" if isinstance(row.digest, str) else ""
+        digest = (f"<code>{html.escape(row.digest[:19])}…</code>"
+                  if isinstance(row.digest, str) else "")
         size = human_bytes(int(row.bytes)) if row.bytes else ""
         error = row.error if isinstance(row.error, str) else ""
         cells.append(
@@ -59,7 +60,7 @@ def sync_table_html(frame: pd.DataFrame, max_rows: int = MAX_TABLE_ROWS) -> str:
             f"<td>{html.escape(row.repository)}</td><td>{html.escape(tag)}</td>"
             f"<td>{html.escape(row.kind)}</td>"
             f'<td style="color:{color};font-weight:600">{html.escape(row.status)}</td>'
-            f"<td><code>{html.escape(digest)}</code></td><td>{size}</td>"
+            f"<td>{digest}</td><td>{size}</td>"
             f'<td class="error">{html.escape(error)}</td></tr>')
     more = (f"<div><i>{len(frame) - max_rows} more rows in form.result['rows']</i></div>"
             if len(frame) > max_rows else "")
@@ -108,8 +109,8 @@ class SyncForm(OperationForm):
         self.platforms = widgets.Text(value=_joined(platforms, ", "), description="Platforms",
                                       placeholder="e.g. linux/amd64; empty: every platform",
                                       style=LABEL_STYLE, layout=WIDE)
-        self.referrers = widgets.Checkbox(value=referrers, style=LABEL_STYLE,
-                                          description="Signatures, SBOMs, attestations")
+        self.referrers = widgets.Checkbox(value=referrers, style=LABEL_STYLE, layout=WIDE,
+                                          description="with signatures, SBOMs, attestations")
         self.preview_button = widgets.Button(description="Preview", icon="search",
                                              tooltip="List what a sync would copy; "
                                              "write nothing")
@@ -221,7 +222,7 @@ def _outcome(result: dict[str, Any], state: str, elapsed: float) -> tuple[str, s
         rows = result["rows"]
         first = rows[rows["status"] == "failed"]["error"].iloc[0]
         return (f"{result['failed']} of {total} failed ({result['copied']} copied, "
-                f"{result['present']} present): {first}",
-                "Start again: a second run copies only what is left.")
+                f"{result['present']} present).",
+                f"Start again: a second run copies only what is left. The first error: {first}")
     return (f"Synced {total} from {result['source']}: {result['copied']} copied, "
             f"{result['present']} present ({moved}).", f"in {elapsed:.1f} s")
