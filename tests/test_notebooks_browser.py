@@ -1,4 +1,4 @@
-"""The three notebooks in a real JupyterLab, run by a real (headless) Chromium.
+"""The notebooks in a real JupyterLab, run by a real (headless) Chromium.
 
 JupyterLab serves copies of ``notebooks/*.ipynb`` with the kernel pointed at the
 open test registry (seeded with the demo images) and the project's dockerd. For
@@ -10,7 +10,9 @@ cell has run, and asserts what a person would see:
 - every chart cell (its source calls ``charts.<name>(…)``) holds a drawn ``img``
   (or ``svg``); in the forms notebook, each form's result panel holds its layer
   chart, and the registry browser draws one for a picked tag (for an index, of the
-  platform picked);
+  platform picked); in the operations notebook (05), the SyncForm ends at 100 % with
+  a row per tag and runs again from the page, and the browser compares two tags
+  picked by hand (summary counts, Files and Packages tabs, the diff chart);
 - no "Jupyter news" toast covers the page (the settings lab.sh writes).
 
 Screenshots of every cell's outputs and of each form go to a temporary folder whose
