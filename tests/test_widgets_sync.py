@@ -72,7 +72,7 @@ def test_preview_then_start_copies_the_tags_with_the_sources_digests(
         assert reg.client.tags(unique_repo) == ["v1", "v2"]  # dev did not match
         assert form.progress.value == form.progress.max == 100
         assert form.progress.bar_style == "success" and form.state == "success"
-        assert "Synced 2 from" in form.status.value
+        assert "Synced 2 tags from" in form.status.value
         assert "2 tags copied" in form.transfer.value and "blobs" in form.transfer.value
         table = rows_in_table(form)[-1]
         assert table.count('data-status="copied"') == 2

@@ -224,5 +224,5 @@ def _outcome(result: dict[str, Any], state: str, elapsed: float) -> tuple[str, s
         return (f"{result['failed']} of {total} failed ({result['copied']} copied, "
                 f"{result['present']} present).",
                 f"Start again: a second run copies only what is left. The first error: {first}")
-    return (f"Synced {total} from {result['source']}: {result['copied']} copied, "
+    return (f"Synced {total} tags from {result['source']}: {result['copied']} copied, "
             f"{result['present']} present ({moved}).", f"in {elapsed:.1f} s")
