@@ -25,7 +25,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
 __all__ = ["size_by_repository", "layer_sizes", "age_histogram", "findings_by_rule",
-           "SEVERITY_COLORS", "ChartFigure", "byte_unit", "bytes_axis", "human_bytes"]
+           "SEVERITY_COLORS", "ChartFigure", "byte_unit", "bytes_axis", "human_bytes",
+           "counted"]
 
 #: Bar colours by audit severity.
 SEVERITY_COLORS = {"high": "#c0392b", "medium": "#e67e22", "low": "#f1c40f",
@@ -90,6 +91,11 @@ def _empty(ax: Axes, title: str, why: str) -> None:
     ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="0.4")
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def counted(n: int, noun: str) -> str:
+    """``"1 file"``, ``"3 files"``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _short(text: Any, limit: int = 40) -> str:
@@ -268,16 +274,12 @@ def diff_chart(diff: Any, *, title: str | None = None) -> ChartFigure:
     own = [(s["size_bytes_a"] - s["shared_bytes"]) / scale,
            (s["size_bytes_b"] - s["shared_bytes"]) / scale]
     ax.barh(names, [shared, shared], color="#95a5a6", label="shared layers")
-    ax.barh(names, own, left=[shared, shared], color=["#c0392b", "#27ae60"],
-            label="own layers")
+    ax.barh(names[:1], own[:1], left=[shared], color="#c0392b", label="A's own layers")
+    ax.barh(names[1:], own[1:], left=[shared], color="#27ae60", label="B's own layers")
     ax.invert_yaxis()
     # beside the bars, never over them
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
-    ax.set_title(title or f"{_count(s['files_added'], 'file')} added, {s['files_removed']} "
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.set_title(title or f"{counted(s['files_added'], 'file')} added, {s['files_removed']} "
                  f"removed, {s['files_changed']} changed; "
-                 f"{_count(s['packages_changed'], 'package')} changed")
+                 f"{counted(s['packages_changed'], 'package')} changed")
     return fig
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -19,7 +19,7 @@ from pathlib import Path
 from .oci import Index, Platform
 from .registry import ContainerRegistry
 
-__all__ = ["seed_demo_images", "DEMO_CREATED"]
+__all__ = ["seed_demo_images", "DEMO_CREATED", "write_files", "noise_bytes"]
 
 #: Creation time of every demo image (fixed, so digests never change).
 DEMO_CREATED = datetime(2024, 1, 15, 12, 0, tzinfo=timezone.utc)
@@ -45,7 +45,8 @@ Version: 3.0.11-1~deb12u2
 """
 
 
-def _write(root: Path, files: dict[str, bytes]) -> Path:
+def write_files(root: Path, files: dict[str, bytes]) -> Path:
+    """Write ``files`` (relative path -> bytes) under ``root``; return ``root``."""
     for name, data in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +54,7 @@ def _write(root: Path, files: dict[str, bytes]) -> Path:
     return root
 
 
-def _noise(size: int, seed: int) -> bytes:
+def noise_bytes(size: int, seed: int) -> bytes:
     """Incompressible but reproducible bytes."""
     return random.Random(seed).randbytes(size)
 
@@ -80,7 +81,7 @@ def seed_demo_images(registry_url: str = "127.0.0.1:5000", *,
 
     with tempfile.TemporaryDirectory(prefix="registry-nb-demo-") as tmp:
         root = Path(tmp)
-        base = _write(root / "base", {
+        base = write_files(root / "base", {
             "etc/os-release": b'NAME="registry_nb demo"\nID=demo\nVERSION_ID=1\n',
             "hello.txt": b"Hello from a registry_nb demo image!\n",
         })
@@ -90,12 +91,12 @@ def seed_demo_images(registry_url: str = "127.0.0.1:5000", *,
         reg.client.put_manifest("demo/hello", "latest", hello1.raw, hello1.media_type)
         pushed.append(f"{host}/demo/hello:latest")
 
-        app = _write(root / "app", {"app/greeting.txt": b"Hello again, from version 2.\n"})
+        app = write_files(root / "app", {"app/greeting.txt": b"Hello again, from version 2.\n"})
         push(app, "demo/hello", "2", base=base_ref, workdir="/app",
              cmd=["cat", "/app/greeting.txt"], labels=_OCI_LABELS, user="1000",
              created_by="COPY greeting.txt /app/")
 
-        service = _write(root / "service", {
+        service = write_files(root / "service", {
             "srv/config.ini": b"[server]\nport = 8080\n",
             "srv/README": b"A demo service image with findings for the audit notebook.\n",
             "var/lib/dpkg/status": _DPKG_STATUS,
@@ -107,16 +108,16 @@ def seed_demo_images(registry_url: str = "127.0.0.1:5000", *,
              entrypoint=["cat"], cmd=["/srv/config.ini"],
              created_by="COPY service/ /")
 
-        big = _write(root / "big", {
-            "data/random.bin": _noise(3 * 1024 * 1024, seed=1),
+        big = write_files(root / "big", {
+            "data/random.bin": noise_bytes(3 * 1024 * 1024, seed=1),
             "data/zeros.bin": bytes(4 * 1024 * 1024),
         })
         push(big, "demo/big", "1", base=base_ref, cmd=["ls", "-l", "/data"],
              created_by="COPY data/ /data/")
         # version 2 replaces one file and deletes the other (a whiteout): the bytes of
         # version 1 still travel with every pull, which the audit calls wasted space
-        slim = _write(root / "slim", {
-            "data/random.bin": _noise(64 * 1024, seed=2),
+        slim = write_files(root / "slim", {
+            "data/random.bin": noise_bytes(64 * 1024, seed=2),
             "data/.wh.zeros.bin": b"",
         })
         push(slim, "demo/big", "2", base=f"{host}/demo/big:1",
@@ -125,7 +126,8 @@ def seed_demo_images(registry_url: str = "127.0.0.1:5000", *,
         children = []
         for platform in ("linux/amd64", "linux/arm64"):
             arch = platform.split("/")[1]
-            folder = _write(root / f"arch-{arch}", {"arch.txt": f"built for {platform}\n".encode()})
+            folder = write_files(root / f"arch-{arch}",
+                                 {"arch.txt": f"built for {platform}\n".encode()})
             result = push(folder, "demo/multiarch", f"1-{arch}", platform=platform,
                           cmd=["cat", "/arch.txt"], created_by="COPY arch.txt /")
             manifest = reg.client.get_manifest("demo/multiarch", result["digest"])

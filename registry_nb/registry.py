@@ -451,10 +451,12 @@ class ContainerRegistry:
                           tags: str | list[str] | None = None,
                           platforms: str | list[str] | None = None, referrers: bool = True,
                           progress: ProgressCallback | None = None, workers: int = 4,
-                          cancel: threading.Event | None = None) -> pd.DataFrame:
+                          cancel: threading.Event | None = None,
+                          dry_run: bool = False) -> pd.DataFrame:
         """Mirror ``source``'s ``repositories`` (a ContainerRegistry or a URL; None: its
         catalog; ``re.compile(...)``: the catalog's names it finds) here under the same
-        names, one row per tag (see images.sync)."""
+        names, one row per tag (see images.sync); ``dry_run`` writes nothing and marks
+        what a sync would copy ``missing``."""
         from .frames import SYNC_COLUMNS, build_frame
         from .images import sync
 
@@ -462,7 +464,8 @@ class ContainerRegistry:
         with sync.source_images(given, self.images) as images:
             rows = sync.sync_repositories(images, self.images, repositories, tags=tags,
                                           platforms=platforms, referrers=referrers,
-                                          progress=progress, workers=workers, cancel=cancel)
+                                          progress=progress, workers=workers, cancel=cancel,
+                                          dry_run=dry_run)
         return build_frame([r.as_dict() for r in rows], SYNC_COLUMNS)
 
     @interruptible

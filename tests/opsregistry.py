@@ -10,14 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import socket
-import subprocess
-import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
-import requests
+from registry_nb.demo_ops import ScratchRegistry
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -26,47 +21,9 @@ LAYER_DIGEST = "sha256:" + hashlib.sha256(LAYER).hexdigest()
 BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class OwnRegistry:
-    """``docker-registry serve`` on 127.0.0.1 with ``delete.enabled`` as asked."""
-
-    def __init__(self, folder: Path, *, delete: bool = True) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        config = {
-            "version": 0.1, "log": {"level": "error"},
-            "storage": {"filesystem": {"rootdirectory": str(folder / "data")},
-                        "delete": {"enabled": delete},
-                        "maintenance": {"uploadpurging": {"enabled": False}}},
-            "http": {"addr": self.host},
-        }
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.yml").write_text(json.dumps(config))
-        binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
-        self.process = subprocess.Popen([binary, "serve", str(folder / "config.yml")],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://{self.host}/v2/", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"docker-registry did not start on {self.host}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+#: ``docker-registry serve`` on 127.0.0.1 with ``delete.enabled`` as asked (the demo's
+#: scratch registry: OwnRegistry(folder, delete=False)).
+OwnRegistry = ScratchRegistry
 
 
 def _canonical(obj: object) -> bytes:

@@ -28,7 +28,7 @@ LAYERS: dict[str, int] = {
     "engine": 4, "frames": 4,
     "audits": 5,
     "registry": 6, "listings": 6, "fleet": 6,
-    "widgets": 7, "cli": 7, "charts": 7, "demo": 7, "demo_supply": 7, "__main__": 7,
+    "widgets": 7, "cli": 7, "charts": 7, "demo": 7, "demo_supply": 7, "demo_ops": 7, "__main__": 7,
     "_aliases": 8, "__init__": 8,
 }
 #: Third-party packages a unit must not load, even indirectly.

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 from helpers import skopeo_digest
 
@@ -85,3 +86,29 @@ def test_demo_history_names_the_build_step_of_each_layer(open_registry):
     for repo, tag in [("demo/hello", "2"), ("demo/app", "1.0"), ("demo/multiarch", "1")]:
         for step in reg.layers_frame(repo, tag)["created_by"]:
             assert step.split()[0] in {"COPY", "RUN"}, (repo, tag, step)
+
+
+def test_operations_demo_reseeds_what_a_cleanup_deleted_and_its_scratch_registry_collects():
+    """demo_ops on a scratch registry of its own: seeding again after deletes pushes the
+    same digests back (skopeo agrees); garbage collection frees a deleted image's layer;
+    stop() ends the process and removes the folder."""
+    from registry_nb.demo_ops import OPS_RELEASES, ScratchRegistry, seed_operations_demo
+
+    with ScratchRegistry() as scratch:
+        reg = ContainerRegistry(scratch.host)
+        first = seed_operations_demo(reg)
+        assert sorted(t for t in reg.client.tags(first["app"]) if not t.startswith("sha256-")) \
+            == sorted([*OPS_RELEASES, "latest", "stable"])
+        assert first["digests"]["stable"] == first["digests"]["1.2"]
+        assert skopeo_digest(f"{scratch.host}/{first['app']}:1.5") == first["digests"]["1.5"]
+        assert set(reg.referrers(first["app"], "1.5").digest) == {first["sboms"]["1.5"]}
+        reg.delete_manifest(first["app"], "1.0")
+        reg.delete_manifest(first["web"], "1")
+        freed = scratch.garbage_collect()
+        assert freed["before_bytes"] - freed["after_bytes"] > 96 * 1024  # web:1's own layer
+        assert reg.client.head_manifest(first["web"], "2") is not None  # still served
+        again = seed_operations_demo(reg)
+        assert again == first
+    assert not scratch.folder.exists()
+    with pytest.raises(requests.ConnectionError):  # nothing listens there any more
+        requests.get(f"http://{scratch.host}/v2/", timeout=2)

@@ -1,4 +1,4 @@
-"""The three notebooks in a real JupyterLab, run by a real (headless) Chromium.
+"""The notebooks in a real JupyterLab, run by a real (headless) Chromium.
 
 JupyterLab serves copies of ``notebooks/*.ipynb`` with the kernel pointed at the
 open test registry (seeded with the demo images) and the project's dockerd. For
@@ -10,7 +10,9 @@ cell has run, and asserts what a person would see:
 - every chart cell (its source calls ``charts.<name>(…)``) holds a drawn ``img``
   (or ``svg``); in the forms notebook, each form's result panel holds its layer
   chart, and the registry browser draws one for a picked tag (for an index, of the
-  platform picked);
+  platform picked); in the operations notebook (05), the SyncForm ends at 100 % with
+  a row per tag and runs again from the page, and the browser compares two tags
+  picked by hand (summary counts, Files and Packages tabs, the diff chart);
 - no "Jupyter news" toast covers the page (the settings lab.sh writes).
 
 Screenshots of every cell's outputs and of each form go to a temporary folder whose
@@ -266,3 +268,75 @@ def test_forms_notebook_draws_layer_charts(lab, shots):
             "img => img.naturalWidth") > 300
         assert_no_news_toast(page)
         browser.screenshot(path=str(shots / f"{name}-browser.png"))
+
+
+def test_operations_notebook_syncs_and_compares(lab, shots):
+    """05: the SyncForm's run ends at 100 % with a row per tag; Start and Preview again
+    from the page; the browser compares two tags picked by hand and draws the diff chart."""
+    name = "05-operate.ipynb"
+    with playwright_api.sync_playwright() as pw, chromium_page(pw) as page:
+        cells = run_notebook(page, lab, name, shots)
+        charts = check_cells(name, cells)
+        assert charts, f"{name} should draw the diff chart"
+        for cell in cells:
+            if cell["outputs"]:
+                shoot(page, cell, shots / f"{name}-cell{cell['index']:02d}.png")
+        form = page.locator(".registry-nb-sync")
+        form.scroll_into_view_if_needed()
+        assert form.locator('.registry-nb-status[data-state="success"]').count() == 1
+        assert form.locator(".registry-nb-overall .progress-bar").evaluate(
+            "bar => bar.style.width") == "100%"
+        assert form.locator(".registry-nb-sync-rows tbody tr").count() == 3
+        assert form.locator('.registry-nb-sync-rows tr[data-status="copied"]').count() == 3
+        form.screenshot(path=str(shots / f"{name}-sync.png"))
+        # from the page: Start again copies back only ops/web:1, which the notebook deleted
+        # from the mirror before its garbage collection; then a Preview finds all present
+        form.get_by_role("button", name="Start").click()
+        form.screenshot(path=str(shots / f"{name}-sync-running.png"))
+        form.locator('.registry-nb-status[data-state="success"]',
+                     has_text="1 copied, 2 present").wait_for()
+        form.screenshot(path=str(shots / f"{name}-sync-again.png"))
+        form.get_by_role("button", name="Preview").click()
+        form.locator('.registry-nb-status[data-state="success"]',
+                     has_text="Preview: 0 of 3 to copy").wait_for()
+
+        browser = page.locator(".registry-nb-browser")
+        browser.scroll_into_view_if_needed()
+        # the notebook's own comparison (1.3 -> 1.5) drew its chart
+        browser.locator(".registry-nb-diff-chart img").wait_for(state="visible")
+        browser.locator("input").first.fill("ops/")  # the filter
+        page.wait_for_function(
+            "() => Array.from(document.querySelectorAll('.registry-nb-browser select')[0]"
+            ".options).some(o => o.value === 'ops/app')", polling=300)
+        repositories, tags = browser.locator("select").nth(0), browser.locator("select").nth(1)
+        repositories.select_option("ops/app")
+        for tag, button in (("1.4", "Set as A"), ("1.5", "Set as B")):
+            page.wait_for_function(
+                "(tag) => Array.from(document.querySelectorAll('.registry-nb-browser select')[1]"
+                ".options).some(o => o.value === tag)", arg=tag, polling=300)
+            tags.select_option(tag)
+            browser.locator(".registry-nb-shown", has_text=f"ops/app:{tag}").wait_for()
+            page.wait_for_function(
+                "(label) => Array.from(document.querySelectorAll('.registry-nb-browser button'))"
+                ".some(b => b.innerText.trim() === label && !b.disabled)", arg=button,
+                polling=200)
+            browser.get_by_role("button", name=button).click()
+        diff = browser.locator(".registry-nb-diff")
+        assert diff.locator("input").nth(0).input_value() == "ops/app:1.4"
+        assert diff.locator("input").nth(1).input_value() == "ops/app:1.5"
+        diff.get_by_role("button", name="Compare").click()
+        diff.get_by_text("ops/app:1.4 → ops/app:1.5").wait_for()
+        # the SBOM attached to 1.5 is in its details
+        assert "application/spdx+json" in browser.locator(".registry-nb-attachments").inner_text()
+        summary = diff.locator(".registry-nb-diff-line").inner_text()
+        assert "1 file added, 2 removed, 4 changed; 3 packages changed" in summary, summary
+        assert diff.locator(".registry-nb-diff-chart img").evaluate(
+            "img => img.naturalWidth") > 300
+        diff.locator(".lm-TabBar-tab", has_text="Files").click()
+        diff.get_by_text("7 files").wait_for()
+        assert "/app/migrate.sh" in diff.inner_text()
+        assert_no_news_toast(page)
+        diff.screenshot(path=str(shots / f"{name}-browser-diff.png"))
+        diff.locator(".lm-TabBar-tab", has_text="Packages").click()
+        diff.get_by_text("openssl").wait_for()
+        diff.screenshot(path=str(shots / f"{name}-diff-packages.png"))

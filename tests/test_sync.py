@@ -288,3 +288,33 @@ def test_blobs_shared_across_repositories_are_mounted_not_sent_twice(
             dst.close()
         app_row = frame[frame.repository == app].iloc[0]
         assert app_row.bytes < 64 * 1024  # only the app's own layer and config moved
+
+
+def test_dry_run_lists_what_a_sync_would_copy_and_writes_nothing(
+    source_repos: dict, open_registry: RegistryService, token_registry: RegistryService,
+) -> None:
+    app, multi = source_repos["app"], source_repos["multi"]
+    events: list[ProgressEvent] = []
+    with FaultProxy(token_registry.url) as proxy:
+        reg = ContainerRegistry(proxy.host, RegistryCredentials(
+            username=token_registry.username, password=token_registry.password,
+            registry_url=proxy.host))
+        preview = reg.sync_repositories(open_registry.host, [app, multi], dry_run=True,
+                                        progress=events.append)
+        # the same 8 rows a sync writes (tags, the .sig and fallback tags of app:v1)
+        assert len(preview) == 8 and set(preview.status) == {"missing"}, preview.error.tolist()
+        for row in preview.itertuples():
+            assert row.digest == source_view(open_registry, row.repository, row.tag)
+        assert (preview[preview.kind == "tag"].bytes > 4096).all()  # a 4 KiB file at least
+        assert [e.phase for e in events if e.is_final] == ["done"]
+        assert "nothing was written" in events[-1].message
+        # reads only: no upload, no manifest written
+        assert [r for r in proxy.requests if r.method in ("POST", "PUT", "PATCH", "DELETE")] \
+            == []
+        reg.close()
+    with facade(token_registry) as reg:
+        reg.sync_repositories(open_registry.host, [app], tags="^v1$", referrers=False)
+        again = reg.sync_repositories(open_registry.host, [app], tags="^v", dry_run=True,
+                                      referrers=False)
+        assert dict(zip(again.tag, again.status, strict=True)) == \
+            {"v1": "present", "v2": "missing"}

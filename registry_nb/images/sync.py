@@ -64,8 +64,8 @@ log = logging.getLogger(__name__)
 
 #: Transfers in flight at once, over the whole sync.
 DEFAULT_WORKERS = 4
-#: What a row's ``status`` can be.
-SYNC_STATUSES = ("copied", "present", "failed")
+#: What a row's ``status`` can be (``missing``: a dry run found it absent, to be copied).
+SYNC_STATUSES = ("copied", "present", "failed", "missing")
 #: Levels of referrers followed (a signature of an SBOM attached to an image: 2).
 REFERRER_DEPTH = 3
 
@@ -76,7 +76,9 @@ class SyncRow:
 
     ``kind`` is ``tag``, ``fallback``, ``sig``, ``att``, ``sbom`` (digest tags) or
     ``referrer`` (found by the referrers API, copied by digest, ``tag`` None);
-    ``bytes`` counts blob bytes moved over the wire (0 for mounts and skips).
+    ``bytes`` counts blob bytes moved over the wire (0 for mounts and skips); in a dry
+    run, a ``missing`` row's ``bytes`` is the size of the blobs the copy would check
+    (those the destination holds are skipped then).
     """
 
     repository: str
@@ -272,6 +274,7 @@ def sync_repositories(
     progress: ProgressCallback | None = None,
     workers: int = DEFAULT_WORKERS,
     cancel: threading.Event | None = None,
+    dry_run: bool = False,
 ) -> list[SyncRow]:
     """Copy every matching tag of ``repositories`` (None: the source's catalog; a compiled
     regex: the catalog names it finds) from ``source`` into the same repository names of
@@ -283,7 +286,9 @@ def sync_repositories(
     :func:`~registry_nb.images.copy.plan_copy` (a subset of an index gets a new digest).
     Per-tag problems become ``failed`` rows and the rest goes on; a ``cancel`` marks
     what was not done ``failed`` with ``OperationCancelled``. Errors before any tag
-    (listing the catalog, bad patterns) raise.
+    (listing the catalog, bad patterns) raise. ``dry_run`` reads both sides (HEADs,
+    manifests, the source's referrers) and writes nothing: each tag is ``present`` or
+    ``missing`` (what a sync would copy).
     """
     match = tag_matcher(tags)
     workers = max(1, workers)
@@ -300,9 +305,10 @@ def sync_repositories(
     depth = 0
     while jobs:
         level = _run_level(source, destination, jobs, platforms, workers, stream, ledger,
-                           cancel)
+                           cancel, dry_run)
         rows.extend(level)
-        _index_api_referrers(destination, level, api)
+        if not dry_run:
+            _index_api_referrers(destination, level, api)
         if not referrers or depth >= REFERRER_DEPTH:
             break
         depth += 1
@@ -319,6 +325,10 @@ def sync_repositories(
     failed = sum(r.status == "failed" for r in rows)
     summary = f"Synced {len(rows)} tags from {source.host}: {copied} copied, " \
               f"{present} present, {failed} failed"
+    if dry_run:
+        missing = sum(r.status == "missing" for r in rows)
+        summary = f"Dry run of {len(rows)} tags from {source.host}: {missing} to copy, " \
+                  f"{present} present, {failed} failed; nothing was written"
     if cancel is not None and cancel.is_set():
         stream.final(ProgressEvent(phase="cancelled", message=summary))
     elif failed:
@@ -386,8 +396,9 @@ def _index_api_referrers(destination: RegistryImages, rows: list[SyncRow],
 
 def _run_level(source: RegistryImages, destination: RegistryImages, jobs: list[_Job],
                platforms: Any, workers: int, stream: _Stream, ledger: _Ledger,
-               cancel: threading.Event | None) -> list[SyncRow]:
-    """Plan every job (HEADs, manifests), announce the bytes, then copy what is missing."""
+               cancel: threading.Event | None, dry_run: bool = False) -> list[SyncRow]:
+    """Plan every job (HEADs, manifests), announce the bytes, then copy what is missing
+    (``dry_run``: report it ``missing``)."""
     def plan(job: _Job) -> SyncRow | _Job:
         if cancel is not None and cancel.is_set():
             return _cancelled(job)
@@ -398,6 +409,8 @@ def _run_level(source: RegistryImages, destination: RegistryImages, jobs: list[_
                            job.subject)
 
     planned = _map(plan, jobs, max(workers, 8))
+    if dry_run:
+        return [_missing(p) if isinstance(p, _Job) else p for p in planned]
     todo = [p for p in planned if isinstance(p, _Job)]
     blobs: dict[str, int] = {}
     for job in todo:
@@ -457,6 +470,12 @@ def _plan(source: RegistryImages, destination: RegistryImages, job: _Job,
         return SyncRow(job.repository, job.tag, job.kind, "present", there.digest, 0, None,
                        job.subject)
     return job
+
+
+def _missing(job: _Job) -> SyncRow:
+    assert job.plan is not None
+    return SyncRow(job.repository, job.tag, job.kind, "missing", job.plan.top.digest,
+                   job.plan.size_bytes, None, job.subject)
 
 
 def _cancelled(job: _Job) -> SyncRow:

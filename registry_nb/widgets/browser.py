@@ -1,7 +1,13 @@
-"""RegistryBrowser: repositories (filtered) -> tags table -> one tag's layers and config.
+"""RegistryBrowser: repositories (filtered) -> tags table -> one tag's layers, config and
+attachments; two tags compared.
 
 A tag that is an index (several platforms) says so in the tags table and in its
 details, and a platform picker chooses which image's layers and config to show.
+The details list what is attached to the image (signatures, SBOMs, attestations:
+``ContainerRegistry.referrers``). *Set as A* / *Set as B* put the tag shown (for an
+index, the platform's manifest by digest) into the :class:`~.compare.ImageDiffView`
+below, which compares them (``diff_images``: summary, layers, files, packages, config,
+and the diff chart); the two may be of different repositories.
 
 Every registry call runs on a worker thread; the widgets, created here on the
 main thread, only get values set (inside ``hold_sync()``). The catalog is read
@@ -24,12 +30,14 @@ import ipywidgets as widgets
 import pandas as pd
 from IPython.display import Image
 
+from ..errors import RegistryError
 from ..oci import ImageConfig, Index
 from ..registry import ContainerRegistry
 from ._common import describe_error, ensure_shell, held, human_bytes, kv_table
 from .charts import figure_png, layer_chart
+from .compare import ImageDiffView
 
-__all__ = ["RegistryBrowser", "config_summary"]
+__all__ = ["RegistryBrowser", "config_summary", "attachments_html"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +79,27 @@ def _summary_html(summary: dict[str, Any]) -> str:
 
 
 _TABLE_STYLE = ("<style>.registry-nb-tags th, .registry-nb-tags td "
-                "{padding: 2px 12px 2px 0; text-align: left; white-space: nowrap}</style>")
+                "{padding: 2px 12px 2px 0; text-align: left !important; white-space: nowrap}"
+                "</style>")
+#: Columns of the attachments table (from ``referrers``).
+ATTACHMENT_COLUMNS = ("kind", "format", "artifact_type", "found_by", "digest", "subject")
+
+
+def attachments_html(frame: pd.DataFrame | None, problem: str = "") -> str:
+    """The details' attachments: one row per signature, SBOM or attestation found."""
+    title = '<div style="margin-top:4px"><b>Attachments</b></div>'
+    if frame is None:
+        return f"{title}<i>not read: {html.escape(problem)}</i>"
+    if frame.empty:
+        return f"{title}<i>none (no signature, SBOM or attestation found)</i>"
+    view = pd.DataFrame({c: frame[c] for c in ATTACHMENT_COLUMNS if c in frame.columns})
+    for column in ("digest", "subject"):
+        if column in view:
+            view[column] = view[column].map(
+                lambda d: d[:19] + "…" if isinstance(d, str) else d)
+    table = view.fillna("").to_html(index=False, escape=True, border=0,
+                                    classes="registry-nb-tags registry-nb-attachments")
+    return f"{title}{_TABLE_STYLE}{table}"
 
 
 def _table_html(frame: pd.DataFrame) -> str:
@@ -97,12 +125,14 @@ def _table_html(frame: pd.DataFrame) -> str:
 
 class RegistryBrowser(widgets.VBox):
     """Browse a registry: filter repositories, see a repository's tags, pick a tag to see
-    its layer chart and config summary; for an index, pick one of its platforms.
+    its layer chart, config summary and attachments; for an index, pick one of its
+    platforms. ``set_a_button`` / ``set_b_button`` put the tag shown into ``comparison``
+    (an :class:`~.compare.ImageDiffView`); :meth:`compare` compares two names at once.
 
     ``repositories``, ``tags`` (Selects), ``platform`` (a Dropdown shown for an
     index), ``filter`` (Text) and ``refresh_button`` are what a person uses;
-    ``all_repositories``, ``frame`` (the tags DataFrame),
-    ``summary`` (of the selected tag), ``chart_png`` and ``error`` can be read, and
+    ``all_repositories``, ``frame`` (the tags DataFrame), ``summary`` and
+    ``attachments`` (of the selected tag), ``chart_png`` and ``error`` can be read, and
     :meth:`wait` waits for the loads in flight. ``max_options`` bounds the list shown
     (filter to see the rest).
     """
@@ -119,6 +149,8 @@ class RegistryBrowser(widgets.VBox):
         self.frame: pd.DataFrame | None = None
         self.summary: dict[str, Any] | None = None
         self.chart_png: bytes | None = None
+        self.attachments: pd.DataFrame | None = None
+        self.shown_reference: str | None = None  # the tag shown, as the comparison names it
         self.error: BaseException | None = None
         self._generation = {"catalog": 0, "tags": 0, "details": 0}
         self._threads: set[threading.Thread] = set()
@@ -144,6 +176,13 @@ class RegistryBrowser(widgets.VBox):
         self.details = widgets.HTML("")
         self.chart = widgets.Output()
         self.chart.add_class("registry-nb-chart")
+        self.set_a_button = widgets.Button(description="Set as A", icon="arrow-down",
+                                           disabled=True, tooltip="Compare this tag (A)")
+        self.set_b_button = widgets.Button(description="Set as B", icon="arrow-down",
+                                           disabled=True, tooltip="with this one (B)")
+        self.comparison = ImageDiffView(registry)
+        self.set_a_button.on_click(lambda _button: self._set_side(self.comparison.a))
+        self.set_b_button.on_click(lambda _button: self._set_side(self.comparison.b))
 
         self.filter.observe(lambda _change: self._show_repositories(), names="value")
         self.repositories.observe(self._on_repository, names="value")
@@ -159,6 +198,8 @@ class RegistryBrowser(widgets.VBox):
             self.tags_table,
             self.details,
             self.chart,
+            widgets.HBox([self.set_a_button, self.set_b_button]),
+            self.comparison,
         ])
         self.add_class("registry-nb-browser")
         if autoload:
@@ -175,8 +216,14 @@ class RegistryBrowser(widgets.VBox):
         if repo:
             self._request_tags(repo)
 
+    def compare(self, a: str, b: str) -> None:
+        """Compare two images (``repository:tag`` here, or full references) below."""
+        self.comparison.compare(a, b)
+
     def wait(self, timeout: float | None = 30) -> None:
-        """Wait until no load is in flight; TimeoutError after ``timeout`` seconds."""
+        """Wait until no load (nor comparison) is in flight; TimeoutError after
+        ``timeout`` seconds."""
+        self.comparison.wait(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._threads_lock:
@@ -329,12 +376,18 @@ class RegistryBrowser(widgets.VBox):
             return
         self._request_details(self.tags.value, change["new"])
 
+    def _set_side(self, field: widgets.Text) -> None:
+        if self.shown_reference:
+            field.value = self.shown_reference
+
     def _request_details(self, tag: str, platform: str | None) -> None:
         repository = self.repositories.value
         if not repository:
             return
         gen = self._bump("details")
-        with held(self.details, self.chart):
+        self.shown_reference = None
+        with held(self.details, self.chart, self.set_a_button, self.set_b_button):
+            self.set_a_button.disabled = self.set_b_button.disabled = True
             shown = f"{repository}:{tag}" + (f" ({platform})" if platform else "")
             self.details.value = f"<i>Loading {html.escape(shown)}…</i>"
             self.chart.outputs = ()
@@ -344,6 +397,7 @@ class RegistryBrowser(widgets.VBox):
         top = self.registry.client.get_manifest(repository, tag)
         platforms: list[str] = []
         header = ""
+        shown = f"{repository}:{tag}"
         if isinstance(top, Index):
             chosen = top.select(platform)
             platform = str(chosen.platform)
@@ -352,14 +406,25 @@ class RegistryBrowser(widgets.VBox):
                       f"platforms ({html.escape(', '.join(platforms))}); showing "
                       f"<code>{html.escape(platform)}</code>: "
                       f"<code>{html.escape(chosen.digest[:19])}…</code></div>")
+            shown = f"{repository}@{chosen.digest}"  # the platform's image, for a comparison
+        heading = (f'<div class="registry-nb-shown"><b>{html.escape(repository)}:'
+                   f"{html.escape(tag)}</b> <code>{html.escape(top.digest[:19])}…</code></div>")
         summary = config_summary(self.registry.image_config(repository, tag, platform=platform))
         frame = self.registry.layers_frame(repository, tag, platform=platform)
         title = f"{repository}:{tag}" + (f" ({platform})" if platforms else "")
         png = figure_png(layer_chart(frame, title=title))
+        try:
+            attached: pd.DataFrame | None = self.registry.referrers(repository, tag)
+            problem = ""
+        except RegistryError as exc:  # the rest of the details still shows
+            attached, problem = None, describe_error(exc, "")[0]
         if not self._current("details", gen):
             return
-        self.summary, self.chart_png = summary, png
-        with held(self.details, self.chart, self.platform, self.platform.layout):
+        self.summary, self.chart_png, self.attachments = summary, png, attached
+        self.shown_reference = shown
+        with held(self.details, self.chart, self.platform, self.platform.layout,
+                  self.set_a_button, self.set_b_button):
+            self.set_a_button.disabled = self.set_b_button.disabled = False
             self._quiet = True
             try:
                 if platforms:
@@ -369,6 +434,7 @@ class RegistryBrowser(widgets.VBox):
                 self.platform.layout.display = "flex" if platforms else "none"
             finally:
                 self._quiet = False
-            self.details.value = header + _summary_html(summary)
+            self.details.value = heading + header + _summary_html(summary) + \
+                attachments_html(attached, problem)
             self.chart.outputs = ()
             self.chart.append_display_data(Image(data=png, format="png"))

@@ -3,7 +3,8 @@ r"""What a form shows while it runs: a layer's bar and the trackers behind the b
 :class:`Tracker` sums a run's :class:`~registry_nb.progress.ProgressEvent`\ s (an
 aggregator, a speed meter, log de-duplication) and words the transfer line;
 :class:`BuildTracker` gives a build's steps the first half of the bar and the push
-the rest; :class:`LayerRow` is one layer's bar. Used by :mod:`.forms`.
+the rest; :class:`SyncTracker` counts a sync's tags and blobs; :class:`LayerRow` is one
+layer's bar. Used by :mod:`.forms` and :mod:`.sync`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import ipywidgets as widgets
 from ..progress import ProgressAggregator, ProgressEvent, ProgressSnapshot
 from ._common import SpeedMeter, human_bytes
 
-__all__ = ["LayerRow", "Tracker", "BuildTracker"]
+__all__ = ["LayerRow", "Tracker", "BuildTracker", "SyncTracker"]
 
 
 class LayerRow:
@@ -154,3 +155,31 @@ class BuildTracker(Tracker):
             return super().headline()
         snap = self.build.snapshot()
         return snap.message or "building…"
+
+
+class SyncTracker(Tracker):
+    """A sync's one stream: every blob of a level is announced up front (the bar covers
+    the whole sync), each tag copied says so (``status="copied"``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags_copied = 0
+
+    def update(self, event: ProgressEvent) -> None:
+        if event.phase == "copy" and event.status == "copied" and event.layer is None:
+            self.tags_copied += 1
+        super().update(event)
+
+    def transfer_text(self, speed: bool = True) -> str:
+        """``"12.3 MB / 45.6 MB · 8.1 MB/s · 3 tags copied · 7/20 blobs"``."""
+        snap = self.aggregator.snapshot()
+        parts = []
+        if snap.total:
+            parts.append(f"{human_bytes(snap.current)} / {human_bytes(snap.total)}")
+            rate = self.speed.add(snap.current) if speed else None
+            if rate is not None:
+                parts.append(f"{human_bytes(rate)}/s")
+        parts.append(f"{self.tags_copied} tag{'s' if self.tags_copied != 1 else ''} copied")
+        if snap.layers_total:
+            parts.append(f"{snap.layers_done}/{snap.layers_total} blobs")
+        return " · ".join(parts)
