@@ -4,7 +4,10 @@ One :class:`RetryPolicy` per transport decides every retry: connection *establis
 failures (refused, DNS, connect timeout) go to urllib3's ``Retry`` inside the connection
 pool, for every method, since nothing was sent; statuses 429/502/503/504 and failures
 after the request was sent are retried by the transport's loop, only for idempotent
-methods with a replayable body, after ``Retry-After`` (read by urllib3's parser) or an
+methods with a replayable body, and 500 only for reads (GET, HEAD: go-containerregistry
+retries it too; distribution's filesystem driver answers 500 to a HEAD while another
+client commits the same blob, and a DELETE or PUT that failed that way is the caller's
+to judge), after ``Retry-After`` (read by urllib3's parser) or an
 exponential backoff with jitter, at most ``retries`` times and ``budget`` seconds of
 waiting in all. Every answer's status feeds the :class:`AdaptiveLimit`.
 """
@@ -21,10 +24,13 @@ from urllib3.util.retry import Retry
 from .request import RegistryRequest
 
 __all__ = ["RetryPolicy", "AdaptiveLimit", "IDEMPOTENT_METHODS", "RETRY_STATUSES",
-           "MAX_RETRY_WAIT"]
+           "READ_RETRY_STATUSES", "MAX_RETRY_WAIT"]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+#: Statuses retried only for requests that change nothing (GET, HEAD).
+READ_RETRY_STATUSES = frozenset({500})
+READ_METHODS = frozenset({"GET", "HEAD"})
 #: Most seconds one request waits between its tries, in all.
 MAX_RETRY_WAIT = 30.0
 #: First backoff step in seconds (doubled per try); tests shorten it.
@@ -52,6 +58,11 @@ class RetryPolicy:
     def may_retry(self, request: RegistryRequest) -> bool:
         """True when ``request`` may be sent again at all (idempotent, replayable body)."""
         return request.method in self.methods and request.body.replayable
+
+    def retries_status(self, request: RegistryRequest, status: int) -> bool:
+        """True when an answer with ``status`` to ``request`` is worth sending it again."""
+        return status in self.statuses or (
+            status in READ_RETRY_STATUSES and request.method in READ_METHODS)
 
     def delay(self, attempt: int, response: requests.Response | None = None) -> float:
         """Seconds before try ``attempt + 1``: the registry's ``Retry-After``, else backoff."""

@@ -247,7 +247,7 @@ class Transport:
                     continue
                 raise self._unavailable(request.url, exc) from exc
             self.limit.observe(response.status_code)
-            if (response.status_code in self.retry.statuses and retryable
+            if (self.retry.retries_status(request, response.status_code) and retryable
                     and attempt < self.retry.retries):
                 delay = self.retry.delay(attempt, response)
                 if waited + delay <= self.retry.budget:
