@@ -273,6 +273,22 @@ def test_retries_exhausted_returns_last(serve: Callable[..., Server]) -> None:
     assert len(server.hits) == 3
 
 
+def test_500_is_retried_for_reads_only(serve: Callable[..., Server]) -> None:
+    # distribution's filesystem driver answers a HEAD with 500 while another client
+    # commits the same blob; reads are sent again, writes are not (their effect is unknown)
+    server = serve(lambda hit, n: _json(500, {}) if n == 1 else _json(200, {}))
+    with Transport(server.netloc, use_docker_config=False) as t:
+        assert t.request("HEAD", "/v2/a/blobs/sha256:x").status_code == 200
+    assert len(server.hits) == 2
+    failing = serve(lambda hit, n: _json(500, {}))
+    with Transport(failing.netloc, use_docker_config=False) as t:
+        assert t.request("DELETE", "/v2/a/manifests/sha256:x").status_code == 500
+        assert t.request("PUT", "/v2/a/manifests/1", data=b"{}").status_code == 500
+        assert len(failing.hits) == 2
+        assert t.request("GET", "/v2/a/manifests/1").status_code == 500
+    assert len(failing.hits) == 2 + 1 + t.retry.retries
+
+
 def test_no_retry_for_post_or_streamed_put(serve: Callable[..., Server]) -> None:
     server = serve(lambda hit, n: _json(503, {}))
     with Transport(server.netloc, use_docker_config=False) as t:

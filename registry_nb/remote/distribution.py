@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -58,6 +59,10 @@ from .uploads import RESUME_ATTEMPTS, BlobProgress, BlobUploader
 __all__ = ["RegistryClient", "ManifestHead", "BlobProgress"]
 
 log = logging.getLogger(__name__)
+
+#: Sends of a manifest the registry said names an unknown blob (see put_manifest).
+MANIFEST_PUT_ATTEMPTS = 2
+MANIFEST_PUT_PAUSE = 0.3
 
 #: Read size for blob downloads: large enough that Python's per-chunk overhead
 #: vanishes next to hashing (8 KiB chunks run at under half the speed).
@@ -343,12 +348,27 @@ class RegistryClient:
         digest = digest_of(raw, reference if by_digest else "sha256:")
         if by_digest and reference != digest:
             raise DigestMismatchError("manifest put by digest", expected=reference, actual=digest)
-        response = self.transport.request(
-            "PUT", f"/v2/{repository}/manifests/{reference}",
-            scopes=[repository_scope(repository, "pull", "push")],
-            headers={"Content-Type": base_type}, data=raw,
-        )
-        raise_for_status(response, f"push the manifest {repository}:{reference}")
+        for attempt in range(MANIFEST_PUT_ATTEMPTS):
+            response = self.transport.request(
+                "PUT", f"/v2/{repository}/manifests/{reference}",
+                scopes=[repository_scope(repository, "pull", "push")],
+                headers={"Content-Type": base_type}, data=raw,
+            )
+            try:
+                raise_for_status(response, f"push the manifest {repository}:{reference}")
+            except RegistryHTTPError as exc:
+                # distribution rewrites a repository's blob link on every commit of that
+                # blob (truncate, then write): a manifest checked at that moment names a
+                # blob "unknown" that another client is committing again. Once more,
+                # after a pause; a blob really missing fails the same way twice.
+                if (attempt + 1 < MANIFEST_PUT_ATTEMPTS and exc.status == 400
+                        and "MANIFEST_BLOB_UNKNOWN" in exc.message):
+                    log.info("push of %s:%s: a blob read as unknown; sending it again",
+                             repository, reference)
+                    time.sleep(MANIFEST_PUT_PAUSE)
+                    continue
+                raise
+            break
         response.close()
         returned = response.headers.get("Docker-Content-Digest")
         if returned and returned.split(":", 1)[0] == digest.split(":", 1)[0] \

@@ -25,8 +25,10 @@ chunk (:class:`~registry_nb.remote.chunks.UploadBudget`), then
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -116,6 +118,57 @@ def _refusal(response: requests.Response) -> tuple[list[str], list[str], str]:
     return codes, messages, f"{response.status_code} {shown}".strip()
 
 
+class SharedUploads:
+    """The uploads of one blob to one repository running in this process at one time.
+
+    The first caller sends; callers that come while it runs wait (reporting progress,
+    so that a cancelled operation's stop check still runs), then move nothing when it
+    succeeded, or send themselves when it failed. Besides the bandwidth, this avoids a
+    race in distribution's filesystem driver, which rewrites a repository's blob link
+    (truncate, then write) on every commit: a manifest PUT or blob HEAD that reads the
+    link at that moment sees no blob (``MANIFEST_BLOB_UNKNOWN``, or a 500).
+    """
+
+    POLL = 0.25
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._running: dict[tuple[str, str, str], tuple[threading.Event, list[bool]]] = {}
+
+    @contextlib.contextmanager
+    def turn(self, key: tuple[str, str, str], progress: BlobProgress | None,
+             size: int | None) -> Iterator[bool]:
+        """Yield True when this caller sends the blob, False when another just did."""
+        while True:
+            with self._guard:
+                running = self._running.get(key)
+                if running is None:
+                    mine = (threading.Event(), [False])
+                    self._running[key] = mine
+            if running is None:
+                break
+            done, succeeded = running
+            while not done.wait(self.POLL):
+                if progress is not None:
+                    progress(0, size)  # its stop check raises when the caller cancels
+            if succeeded[0]:
+                if progress is not None and size is not None:
+                    progress(size, size)
+                yield False
+                return
+        try:
+            yield True
+            mine[1][0] = True
+        finally:
+            with self._guard:
+                del self._running[key]
+            mine[0].set()
+
+
+#: The process's one :class:`SharedUploads`.
+SHARED_UPLOADS = SharedUploads()
+
+
 class BlobUploader:
     """Uploads blobs to one registry through its transport.
 
@@ -196,6 +249,28 @@ class BlobUploader:
                reopen: Callable[[], Iterable[bytes]] | None = None) -> bool:
         """Upload a blob unless the repository has it; return True when bytes moved.
 
+        Uploads of one blob to one repository that this process runs at the same time
+        (two pushes sharing a base layer, a sync's workers) are sent once: the others
+        wait for it and move nothing (see :class:`SharedUploads`).
+        """
+        parse_digest(digest)
+        if isinstance(data, str):
+            raise TypeError("upload_blob takes bytes, a binary file or an iterable of bytes")
+        with SHARED_UPLOADS.turn((self.transport.host, repository, digest),
+                                 progress, size) as sending:
+            if not sending:
+                return False
+            return self._upload(repository, data, digest, size, mount_from=mount_from,
+                                skip_existing=skip_existing, progress=progress,
+                                reopen=reopen)
+
+    def _upload(self, repository: str, data: bytes | IO[bytes] | Iterable[bytes],
+                digest: str, size: int | None = None, *,
+                mount_from: str | None = None, skip_existing: bool = True,
+                progress: BlobProgress | None = None,
+                reopen: Callable[[], Iterable[bytes]] | None = None) -> bool:
+        """One upload (see :meth:`upload`).
+
         ``data`` is bytes, a binary file (seekable: resumable, and sent in one PUT
         when small), or an iterable of chunks (streamed in one request; ``reopen``,
         when given, makes a fresh iterable of the same bytes, so a stream the registry
@@ -204,9 +279,6 @@ class BlobUploader:
         proceeds normally. The registry verifies ``digest`` when the upload closes: a
         mismatch raises :class:`DigestMismatchError` and the registry keeps nothing.
         """
-        parse_digest(digest)
-        if isinstance(data, str):
-            raise TypeError("upload_blob takes bytes, a binary file or an iterable of bytes")
         source, start, size, stream = self._upload_source(data, size)
         if skip_existing and self.blob_exists(repository, digest):
             if progress is not None and size is not None:
