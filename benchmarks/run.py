@@ -43,6 +43,7 @@ from .listing import (
     seed_listing,
     urllib3_cpu_per_get,
 )
+from .operations import measure_operations
 from .shape import ShapeSaves
 from .stats import Figure, Ratio, Table, Target, fmt
 from .transfer import (
@@ -471,6 +472,10 @@ class Run:
                                   log=_say)
         self.table.note("latency section", f"{seconds:.0f} s")
 
+    def operations(self) -> None:
+        """Retention plan and apply, and a many-repository mirror vs skopeo sync."""
+        measure_operations(self, _say)
+
     def layers(self) -> None:
         """Layer gzip: a 1 GiB layer's entries and memory, a folder pushed vs docker build."""
         measure_layers(self)
@@ -628,13 +633,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave the benchmark's own services running")
     parser.add_argument("--only", action="append",
                         choices=["listing", "transfers", "latency", "memory", "limits",
-                                 "fleet", "layers"],
+                                 "fleet", "layers", "operations"],
                         help="run only these sections (repeatable; fleet runs only so)")
     args = parser.parse_args(argv)
     sizes = SMOKE if args.smoke else FULL
     if args.rounds:
         sizes = Sizes(**{**sizes.__dict__, "rounds": args.rounds})
-    sections = args.only or ["listing", "transfers", "latency", "memory", "limits", "layers"]
+    sections = args.only or ["listing", "transfers", "latency", "memory", "limits", "layers",
+                             "operations"]
     started = time.monotonic()
     with _services(args.smoke, args.keep_services) as services:
         run = Run(services, sizes, args.smoke)

@@ -138,6 +138,7 @@ class ScratchRegistry:
         self.binary = binary
         self._own_folder = folder is None
         self.folder = Path(folder or tempfile.mkdtemp(prefix="registry-nb-scratch-"))
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.config = self.folder / "config.yml"

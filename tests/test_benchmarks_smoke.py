@@ -34,7 +34,10 @@ def test_the_smoke_benchmark_prints_the_table(services):
                 "layer entries: registry_nb read_layer", "peak RSS increase, layer_contents",
                 "image_from_directory of the", "deflate: isal level 1", "inflate: isal",
                 "client CPU per listing request (cold)",
-                "limit: client CPU per GET of urllib3's urlopen alone"):
+                "limit: client CPU per GET of urllib3's urlopen alone",
+                "retention_plan, 12 tags", "apply_retention, 8 deletes of 12 rows",
+                "registry_nb sync_repositories", "mirror again (all present)",
+                "ratio: registry_nb / skopeo sync, mirror"):
         assert row in out, f"missing row {row!r}:\n{out}"
     targets = [line for line in out.splitlines() if line.startswith("| target: ")]
     assert len(targets) >= 7
