@@ -35,29 +35,32 @@ def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def push(client: RegistryClient, name: str, layers: list[bytes]) -> int:
+    """``name:v1``: ``layers`` and an own config; returns the config's size."""
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": [_digest(b) for b in layers]},
+        "config": {"Labels": {"repository": name}}}).encode()
+    for blob in (*layers, config):
+        client.upload_blob(name, blob, _digest(blob), len(blob))
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": _digest(config), "size": len(config)},
+        "layers": [{"mediaType": LAYER_TYPE, "digest": _digest(b), "size": len(b)}
+                   for b in layers],
+    }).encode()
+    client.put_manifest(name, "v1", manifest, OCI_MANIFEST)
+    return len(config)
+
+
 def seed(registry: RegistryService, prefix: str) -> dict:
     """``REPOSITORIES`` repositories, tag ``v1`` each: the same random base layer, an own
-    layer and an own config; returns the names, the base digest and the blob bytes."""
+    layer and an own config; returns the names, the base digest and the own blobs' bytes."""
     base = os.urandom(BASE_SIZE)
     names = [f"{prefix}-r{i}" for i in range(REPOSITORIES)]
-    own_bytes = 0
     with RegistryClient.connect(registry.host) as client:
-        for name in names:
-            own = os.urandom(OWN_SIZE)
-            config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
-                "type": "layers", "diff_ids": [_digest(base), _digest(own)]},
-                "config": {"Labels": {"repository": name}}}).encode()
-            for blob in (base, own, config):
-                client.upload_blob(name, blob, _digest(blob), len(blob))
-            manifest = json.dumps({
-                "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                           "digest": _digest(config), "size": len(config)},
-                "layers": [{"mediaType": LAYER_TYPE, "digest": _digest(b), "size": len(b)}
-                           for b in (base, own)],
-            }).encode()
-            client.put_manifest(name, "v1", manifest, OCI_MANIFEST)
-            own_bytes += len(own) + len(config)
+        own_bytes = sum(push(client, name, [base, os.urandom(OWN_SIZE)]) + OWN_SIZE
+                        for name in names)
     return {"names": names, "base": _digest(base), "own_bytes": own_bytes}
 
 
@@ -71,7 +74,7 @@ def repository_of(request: ProxyRequest) -> str:
 
 
 def base_commits(proxy: FaultProxy, base: str) -> list[str]:
-    """Repositories into which an upload of the base layer was closed (PUT ?digest=)."""
+    """Repositories into which an upload of ``base`` was closed (PUT ?digest=)."""
     hex_digest = base.split(":", 1)[1]  # paths carry the digest URL-encoded
     return [repository_of(r) for r in proxy.requests if r.method == "PUT"
             and "/blobs/uploads/" in r.path and hex_digest in r.path and r.status == 201]
@@ -165,3 +168,26 @@ def test_a_cancel_stops_copies_waiting_for_a_shared_layer(
         second = reg.sync_repositories(open_registry.host, names, workers=4, referrers=False)
     assert list(second.status) == ["copied"] * REPOSITORIES, second.error.tolist()
     same_as_source(open_registry, mirror.host, names)
+
+
+@pytest.mark.timeout(60)
+def test_copies_that_each_wait_for_the_others_layer_do_not_block(
+    open_registry: RegistryService, unique_repo: str, mirror: FaultProxy,
+) -> None:
+    """Two images of the same two big layers in opposite order, one blob thread per
+    copy (workers=2): each sends its first layer while the other sends the other one,
+    then waits for the other's and mounts it (or, when one copy is far ahead, it sends
+    both and the other mounts both)."""
+    one, two = os.urandom(2 * 1024 * 1024), os.urandom(2 * 1024 * 1024)
+    a, b = f"{unique_repo}-a", f"{unique_repo}-b"
+    with RegistryClient.connect(open_registry.host) as client:
+        push(client, a, [one, two])
+        push(client, b, [two, one])
+    with ContainerRegistry(mirror.host) as reg:
+        frame = reg.sync_repositories(open_registry.host, [a, b], workers=2, referrers=False)
+    assert list(frame.status) == ["copied", "copied"], frame.error.tolist()
+    for layer in (one, two):
+        assert len(base_commits(mirror, _digest(layer))) == 1
+        assert len(base_mounts(mirror, _digest(layer))) == 1
+    assert frame.mounted.sum() == 2
+    same_as_source(open_registry, mirror.host, [a, b])
