@@ -293,7 +293,8 @@ __all__ += [
 
 # ---------------------------------------------------------------- operate
 #: One row per tag of a sync (``ContainerRegistry.sync_repositories``); ``bytes`` are
-#: blob bytes moved over the wire, ``kind`` says whether the row is a tag or a referrer.
+#: blob bytes moved over the wire, ``mounted`` the blobs mounted from another repository
+#: instead, ``kind`` says whether the row is a tag or a referrer.
 SYNC_COLUMNS: dict[str, str] = {
     "repository": "string",
     "tag": "string",
@@ -303,6 +304,7 @@ SYNC_COLUMNS: dict[str, str] = {
     "bytes": "int64",
     "error": "string",
     "subject": "string",
+    "mounted": "int64",
 }
 
 __all__ += ["SYNC_COLUMNS"]

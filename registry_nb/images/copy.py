@@ -20,8 +20,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -37,8 +38,8 @@ from ..progress import ProgressCallback, ProgressEvent
 from .image import ImageSink, ImageStore, short_id
 from .layout import OCILayout, validate_ref_name
 
-__all__ = ["CopyResult", "CopyPlan", "plan_copy", "plan_as_oci", "copy_image", "save_to_layout",
-           "DEFAULT_WORKERS", "BLOB_ATTEMPTS", "DOCKER_LAYOUT_NOTE"]
+__all__ = ["CopyResult", "CopyPlan", "BlobSharing", "plan_copy", "plan_as_oci", "copy_image",
+           "save_to_layout", "DEFAULT_WORKERS", "BLOB_ATTEMPTS", "DOCKER_LAYOUT_NOTE"]
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,35 @@ def plan_as_oci(plan: CopyPlan) -> CopyPlan:
     return replace(plan, top=to_oci(plan.top, converted), children=children)
 
 
+class BlobSharing:
+    """How one copy's blobs meet other copies into the same registry running at once.
+
+    This base shares nothing: a blob is mounted from where the source says it lives
+    (:meth:`~registry_nb.images.image.ImageStore.blob_origin`), else sent. A mirror of
+    many repositories (:mod:`registry_nb.images.sync`) overrides it so that a blob on
+    its way into another repository is waited for and then mounted from there.
+    """
+
+    def present(self, descriptor: Descriptor) -> None:
+        """The destination was found to hold ``descriptor`` already."""
+
+    @contextmanager
+    def turn(self, descriptor: Descriptor, origin: tuple[str, str] | None,
+             stop: Callable[[], None]) -> Iterator[tuple[str, str] | None]:
+        """Around one try at mounting or sending ``descriptor``; yields where to mount it
+        from (``origin``, the source's answer, or another; None: send the bytes).
+
+        Leaving normally means the destination now holds the blob, leaving by an
+        exception that this try failed. ``stop`` raises when the copy is cancelled or
+        abandoned; an implementation that waits calls it while it waits.
+        """
+        yield origin
+
+
+#: The copy that shares nothing with others.
+NO_SHARING = BlobSharing()
+
+
 class _Emitter:
     """Serialises progress callbacks coming from the worker threads."""
 
@@ -200,6 +230,7 @@ def copy_image(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     plan: CopyPlan | None = None,
+    sharing: BlobSharing = NO_SHARING,
 ) -> CopyResult:
     """Copy the image ``reference`` names in ``source`` to ``destination`` as ``tag``.
 
@@ -230,16 +261,11 @@ def copy_image(
         layer = short_id(descriptor.digest)
         size = descriptor.size
         if destination.has_blob(descriptor):
+            sharing.present(descriptor)
             emit(ProgressEvent(phase="copy", layer=layer, current=size, total=size,
                                message=f"{layer}: Already exists", status="Already exists",
                                completed=True))
             return "existing", 0
-        origin = source.blob_origin(descriptor)
-        if origin is not None and destination.mount_blob(descriptor, origin):
-            status = f"Mounted from {origin[1]}"
-            emit(ProgressEvent(phase="copy", layer=layer, current=size, total=size,
-                               message=f"{layer}: {status}", status=status, completed=True))
-            return "mounted", 0
 
         def report(done: int, total: int | None) -> None:
             emit(ProgressEvent(phase=phase, layer=layer, current=done, total=total or size,
@@ -249,7 +275,15 @@ def copy_image(
         for attempt in range(1, BLOB_ATTEMPTS + 1):
             check()
             try:
-                moved = destination.write_blob(descriptor, source, progress=report, stop=check)
+                with sharing.turn(descriptor, source.blob_origin(descriptor), check) as origin:
+                    if origin is not None and destination.mount_blob(descriptor, origin):
+                        status = f"Mounted from {origin[1]}"
+                        emit(ProgressEvent(phase="copy", layer=layer, current=size,
+                                           total=size, message=f"{layer}: {status}",
+                                           status=status, completed=True))
+                        return "mounted", 0
+                    moved = destination.write_blob(descriptor, source, progress=report,
+                                                   stop=check)
                 break
             except RegistryUnavailableError as exc:
                 if attempt == BLOB_ATTEMPTS:

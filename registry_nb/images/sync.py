@@ -8,8 +8,9 @@ each one:
 2. otherwise plans the copy (:func:`~registry_nb.images.copy.plan_copy`, manifests only)
    and copies it (:func:`~registry_nb.images.copy.copy_image`): blobs the destination
    repository has are skipped, blobs another repository of the destination already holds
-   (copied earlier in this sync, or the source's own repository on the same registry) are
-   mounted, the rest stream through verified;
+   (put there earlier in this sync, or the source's own repository on the same registry)
+   are mounted, a blob on its way into another repository is waited for and then mounted
+   (sent by this copy when that upload fails), the rest stream through verified;
 3. with ``referrers``, does the same for what is attached to the digest it wrote: the
    fallback tag ``sha256-<hex>`` and cosign's ``.sig``/``.att``/``.sbom`` tags, and the
    manifests the source's referrers API lists (skipped once the source answers 404:
@@ -26,11 +27,11 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
-from typing import IO, Any
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from ..errors import (
     AuthenticationError,
@@ -40,7 +41,7 @@ from ..errors import (
     RegistryError,
     RegistryHTTPError,
 )
-from ..oci import OCI_INDEX, Descriptor, Index, Manifest
+from ..oci import OCI_INDEX, Descriptor
 from ..oci.artifacts import (
     fallback_tag,
     merge_referrers,
@@ -53,8 +54,8 @@ from ..progress import ProgressCallback, ProgressEvent
 from ..remote.challenges import repository_scope
 from ..remote.distribution import RegistryClient
 from ..remote.responses import raise_for_status
-from .copy import CopyPlan, copy_image, plan_copy
-from .image import BlobProgress, ImageStore, RegistryRepository, short_id
+from .copy import BlobSharing, CopyPlan, copy_image, plan_copy
+from .image import RegistryRepository, short_id
 from .listing import RegistryImages
 
 __all__ = ["SyncRow", "sync_repositories", "mirrored_repositories", "source_images",
@@ -76,9 +77,10 @@ class SyncRow:
 
     ``kind`` is ``tag``, ``fallback``, ``sig``, ``att``, ``sbom`` (digest tags) or
     ``referrer`` (found by the referrers API, copied by digest, ``tag`` None);
-    ``bytes`` counts blob bytes moved over the wire (0 for mounts and skips); in a dry
-    run, a ``missing`` row's ``bytes`` is the size of the blobs the copy would check
-    (those the destination holds are skipped then).
+    ``bytes`` counts blob bytes moved over the wire (0 for mounts and skips) and
+    ``mounted`` the blobs mounted from another repository of the destination instead;
+    in a dry run, a ``missing`` row's ``bytes`` is the size of the blobs the copy would
+    check (those the destination holds are skipped then).
     """
 
     repository: str
@@ -89,6 +91,7 @@ class SyncRow:
     bytes: int = 0
     error: str | None = None
     subject: str | None = None
+    mounted: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The row as a plain dict."""
@@ -125,13 +128,29 @@ class _Job:
         return None if self.kind == "referrer" else self.reference
 
 
-@dataclass
-class _Ledger:
-    """Which destination repository holds which blob (for mounts), thread-safe."""
+class _SharedBlobs:
+    """Which destination repository holds, or is receiving, which blob in this sync.
 
-    held: dict[str, str] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    blob_locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
+    A blob on its way into one repository is waited for by copies into the others,
+    which then mount it from there; a blob one repository holds is mounted into the
+    others. When a send fails, a copy that was waiting sends it (the failed one waits
+    and mounts, or sends again if nobody else wants the blob). A copy waits only while
+    it sends nothing itself, so copies waiting on each other's blobs cannot block: each
+    waits for bytes another is sending.
+    """
+
+    #: Seconds between the cancel checks of a waiting copy.
+    POLL = 0.1
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        self.held: dict[str, str] = {}  # digest: the first repository that has it
+        self.sending: dict[str, str] = {}  # digest: the repository it is on its way into
+        self.waiting: dict[str, list[str]] = {}  # digest: repositories waiting for it
+        self.failed: dict[str, set[str]] = {}  # digest: repositories whose send failed
+        self.blob_locks: dict[tuple[str, str], threading.Lock] = {}
 
     def locks(self, repository: str, digests: Iterable[str]) -> list[threading.Lock]:
         """One lock per blob of a repository, in a fixed order: copies that share blobs
@@ -140,47 +159,73 @@ class _Ledger:
             return [self.blob_locks.setdefault((repository, d), threading.Lock())
                     for d in sorted(set(digests))]
 
-    def record(self, repository: str, digests: Iterable[str]) -> None:
-        with self.lock:
-            for digest in digests:
+    def into(self, repository: str) -> BlobSharing:
+        """The :class:`~registry_nb.images.copy.BlobSharing` of one copy into ``repository``."""
+        return _IntoRepository(self, repository)
+
+    def wait_or_claim(self, repository: str, digest: str,
+                      stop: Callable[[], None]) -> tuple[str | None, bool]:
+        """(a repository holding the blob, False) to mount from, or (None, True): this
+        caller sends it now, or (None, False): it is on its way into ``repository``
+        itself (the upload layer sends it once)."""
+        with self.changed:
+            waiting = self.waiting.setdefault(digest, [])
+            waiting.append(repository)
+            try:
+                while True:
+                    held = self.held.get(digest)
+                    if held is not None and held != repository:
+                        return held, False
+                    into = self.sending.get(digest)
+                    if into == repository:
+                        return None, False
+                    if into is None and not self._defers(repository, digest):
+                        self.sending[digest] = repository
+                        return None, True
+                    self.changed.wait(self.POLL)
+                    stop()
+            finally:
+                waiting.remove(repository)
+
+    def _defers(self, repository: str, digest: str) -> bool:
+        """True when ``repository`` failed to send the blob and a copy that did not
+        fail waits for it: that one sends it."""
+        failed = self.failed.get(digest, set())
+        return repository in failed and any(
+            other not in failed for other in self.waiting.get(digest, ()))
+
+    def land(self, repository: str, digest: str, claimed: bool, ok: bool) -> None:
+        """A try at putting ``digest`` into ``repository`` ended (``ok``: it is there)."""
+        with self.changed:
+            if ok:
                 self.held.setdefault(digest, repository)
+            elif claimed:
+                self.failed.setdefault(digest, set()).add(repository)
+            if claimed and self.sending.get(digest) == repository:
+                del self.sending[digest]
+            self.changed.notify_all()
 
-    def where(self, digest: str) -> str | None:
-        with self.lock:
-            return self.held.get(digest)
 
+class _IntoRepository(BlobSharing):
+    """One copy's view of :class:`_SharedBlobs`: its blobs go into ``repository``."""
 
-class _MountingSource(ImageStore):
-    """A source repository that names a destination repository as a blob's origin when
-    this sync already put the blob there, so the copier mounts instead of uploading."""
+    def __init__(self, shared: _SharedBlobs, repository: str) -> None:
+        self.shared = shared
+        self.repository = repository
 
-    def __init__(self, inner: RegistryRepository, ledger: _Ledger, host: str) -> None:
-        self.inner = inner
-        self.ledger = ledger
-        self.host = host
+    def present(self, descriptor: Descriptor) -> None:
+        self.shared.land(self.repository, descriptor.digest, False, True)
 
-    def describe(self) -> str:
-        return self.inner.describe()
-
-    def get_manifest(self, reference: str | None) -> Manifest | Index:
-        return self.inner.get_manifest(reference)
-
-    def iter_blob(self, descriptor: Descriptor, *, progress: BlobProgress | None = None):
-        return self.inner.iter_blob(descriptor, progress=progress)
-
-    def read_blob(self, descriptor: Descriptor, *, max_bytes: int = 4 * 1024 * 1024) -> bytes:
-        return self.inner.read_blob(descriptor, max_bytes=max_bytes)
-
-    def read_range(self, descriptor: Descriptor, start: int,
-                   end: int | None = None) -> bytes | None:
-        return self.inner.read_range(descriptor, start, end)
-
-    def open_blob_file(self, descriptor: Descriptor) -> IO[bytes] | None:
-        return None
-
-    def blob_origin(self, descriptor: Descriptor) -> tuple[str, str] | None:
-        held = self.ledger.where(descriptor.digest)
-        return (self.host, held) if held else self.inner.blob_origin(descriptor)
+    @contextmanager
+    def turn(self, descriptor: Descriptor, origin: tuple[str, str] | None,
+             stop: Callable[[], None]) -> Iterator[tuple[str, str] | None]:
+        held, claimed = self.shared.wait_or_claim(self.repository, descriptor.digest, stop)
+        landed = False
+        try:
+            yield (self.shared.host, held) if held is not None else origin
+            landed = True
+        finally:
+            self.shared.land(self.repository, descriptor.digest, claimed, landed)
 
 
 class _Stream:
@@ -293,7 +338,7 @@ def sync_repositories(
     match = tag_matcher(tags)
     workers = max(1, workers)
     stream = _Stream(progress)
-    ledger = _Ledger()
+    shared = _SharedBlobs(destination.host)
     names = mirrored_repositories(source, repositories)
     listed = source.map(lambda name: sorted(source.client.tags(name)), names)
     repo_tags = dict(zip(names, listed, strict=True))
@@ -304,7 +349,7 @@ def sync_repositories(
     done: set[tuple[str, str]] = set()
     depth = 0
     while jobs:
-        level = _run_level(source, destination, jobs, platforms, workers, stream, ledger,
+        level = _run_level(source, destination, jobs, platforms, workers, stream, shared,
                            cancel, dry_run)
         rows.extend(level)
         if not dry_run:
@@ -395,7 +440,7 @@ def _index_api_referrers(destination: RegistryImages, rows: list[SyncRow],
 
 
 def _run_level(source: RegistryImages, destination: RegistryImages, jobs: list[_Job],
-               platforms: Any, workers: int, stream: _Stream, ledger: _Ledger,
+               platforms: Any, workers: int, stream: _Stream, shared: _SharedBlobs,
                cancel: threading.Event | None, dry_run: bool = False) -> list[SyncRow]:
     """Plan every job (HEADs, manifests), announce the bytes, then copy what is missing
     (``dry_run``: report it ``missing``)."""
@@ -428,26 +473,25 @@ def _run_level(source: RegistryImages, destination: RegistryImages, jobs: list[_
         if cancel is not None and cancel.is_set():
             return _cancelled(job)
         assert job.plan is not None
-        store = _MountingSource(RegistryRepository(source.client, job.repository), ledger,
-                                destination.host)
-        locks = ledger.locks(job.repository, (d.digest for d in job.plan.blobs))
+        store = RegistryRepository(source.client, job.repository)
+        locks = shared.locks(job.repository, (d.digest for d in job.plan.blobs))
         try:
             with ExitStack() as held:
                 for lock in locks:
                     held.enter_context(lock)
                 result = copy_image(store, destination.repository(job.repository),
                                     tag=job.tag, plan=job.plan, workers=blob_workers,
-                                    progress=stream, cancel=cancel)
+                                    progress=stream, cancel=cancel,
+                                    sharing=shared.into(job.repository))
         except OperationCancelled:
             return _cancelled(job)
         except RegistryError as exc:
             return SyncRow(job.repository, job.tag, job.kind, "failed", job.plan.top.digest, 0,
                            _error(exc), job.subject)
-        ledger.record(job.repository, (d.digest for d in job.plan.blobs))
         stream(ProgressEvent(phase="copy", message=f"{job.repository}:{job.reference} "
                              f"copied ({result.digest})", status="copied"))
         return SyncRow(job.repository, job.tag, job.kind, "copied", result.digest,
-                       result.bytes_copied, None, job.subject)
+                       result.bytes_copied, None, job.subject, result.mounted_blobs)
 
     copied = iter(_map(copy, todo, workers))
     return [next(copied) if isinstance(p, _Job) else p for p in planned]
