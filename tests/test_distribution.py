@@ -115,6 +115,11 @@ def paths(proxy: FaultProxy, method: str, pattern: str = "") -> list[str]:
     return [r.path for r in proxy.matching(method, pattern)]
 
 
+def patch_ranges(proxy: FaultProxy, skip: int = 0) -> list[str | None]:
+    """The Content-Range of each PATCH the proxy saw, after the first ``skip``."""
+    return [p.header("Content-Range") for p in proxy.matching("PATCH")[skip:]]
+
+
 # ----------------------------------------------------------------- fixtures
 
 
@@ -622,8 +627,7 @@ def test_a_file_over_the_monolithic_limit_goes_in_one_patch(
     proxy.clear()
     with open(tmp_path / "blob", "rb") as f:
         assert pclient.upload_blob(unique_repo, f, other_digest)
-    assert [p.header("Content-Range") for p in proxy.matching("PATCH")] == [
-        "0-102399", "102400-204799", "204800-255999"]
+    assert patch_ranges(proxy) == ["0-102399", "102400-204799", "204800-255999"]
     assert client.read_blob(unique_repo, other_digest) == other
 
 
@@ -728,8 +732,7 @@ def test_a_file_patch_cut_midway_resumes_from_the_registry_range(
     assert proxy.matching("GET", "/blobs/uploads/")[0].status == 204
     # the rest goes from the registry's Range, in chunks (each confirmed)
     held, chunk = (cut if kept else 0), 100 * KIB
-    resumed = proxy.matching("PATCH")[1:]
-    assert [p.header("Content-Range") for p in resumed] == [
+    assert patch_ranges(proxy, skip=1) == [
         f"{start}-{min(start + chunk, len(data)) - 1}"
         for start in range(held, len(data), chunk)]
     assert proxy.requests[-1].method == "PUT"
@@ -746,10 +749,9 @@ def test_early_resets_cost_only_the_bytes_that_went(proxy: FaultProxy, pclient: 
     data, digest = random_blob(16 * 1024 * KIB)
     proxy.add_fault("PATCH", "/blobs/uploads/", times=3, cut_request_after=64 * KIB)
     assert pclient.upload_blob(unique_repo, data, digest)
-    patches = proxy.matching("PATCH")
-    assert [p.fault for p in patches] == ["cut_request_after"] * 3 + [None, None]
+    assert [p.fault for p in proxy.matching("PATCH")] == ["cut_request_after"] * 3 + [None, None]
     chunk = uploads.UPLOAD_CHUNK
-    assert [p.header("Content-Range") for p in patches] == [
+    assert patch_ranges(proxy) == [
         f"0-{len(data) - 1}", *[f"0-{chunk - 1}"] * 3, f"{chunk}-{len(data) - 1}"]
     assert client.read_blob(unique_repo, digest) == data
 
@@ -763,8 +765,7 @@ def test_resets_every_time_give_up_within_the_budget(small_chunks, proxy: FaultP
     with pytest.raises(RegistryUnavailableError, match="dropped 4 times in a row at byte 0"):
         pclient.upload_blob(unique_repo, data, digest)
     # the whole file once, then chunks: a drop costs a chunk, not the rest of the blob
-    assert [p.header("Content-Range") for p in proxy.matching("PATCH")] == [
-        f"0-{len(data) - 1}", *["0-102399"] * 3]
+    assert patch_ranges(proxy) == [f"0-{len(data) - 1}", *["0-102399"] * 3]
     assert sum(r.request_bytes for r in proxy.requests) <= 2 * len(data) + 100 * KIB
     assert not client.blob_exists(unique_repo, digest)
 
