@@ -20,6 +20,10 @@ added fires and the others wait for the next match. Exactly one action per fault
 - ``cut_request_after=N``: read N bytes of the request body, then reset both
   connections; ``forward_partial=True`` first streams those N bytes upstream
   (the registry sees a truncated body), otherwise the upstream sees nothing;
+  ``keep_partial=True`` (an upload PATCH) plays a registry that keeps what a cut
+  PATCH delivered: those N bytes go upstream as a whole PATCH (Content-Length and
+  Content-Range say N bytes), and later requests to the old upload location go to
+  the one its answer named (distribution's state token moved on);
 - ``corrupt_at=i``: forward, with body byte ``i`` (negative: from the end) flipped;
 - ``stall=seconds`` (with ``stall_after=N`` body bytes, default: before headers):
   forward, then go silent for that long and close;
@@ -70,6 +74,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     forward_partial: bool = False
+    keep_partial: bool = False
     stall_after: int | None = None
     rst: bool = False
     skip: int = 0
@@ -119,6 +124,7 @@ class FaultProxy:
         self.timeout = timeout
         self.requests: list[ProxyRequest] = []
         self._faults: list[Fault] = []
+        self._moved: dict[str, str] = {}  # old upload path+query -> the registry's new one
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -184,6 +190,7 @@ class FaultProxy:
         cut_response_after: int | None = None,
         cut_request_after: int | None = None,
         forward_partial: bool = False,
+        keep_partial: bool = False,
         corrupt_at: int | None = None,
         stall: float | None = None,
         stall_after: int | None = None,
@@ -205,7 +212,8 @@ class FaultProxy:
         fault = Fault(method=method.upper() if method else None, path=re.compile(path),
                       times=times, action=chosen[0], value=given[chosen[0]],
                       headers=dict(headers or {}), body=body,
-                      forward_partial=forward_partial, stall_after=stall_after, rst=rst,
+                      forward_partial=forward_partial, keep_partial=keep_partial,
+                      stall_after=stall_after, rst=rst,
                       skip=skip)
         with self._lock:
             self._faults.append(fault)
@@ -236,6 +244,14 @@ class FaultProxy:
             if chosen is not None:
                 chosen.hits += 1
             return chosen
+
+    def _target(self, path: str) -> str:
+        with self._lock:
+            return self._moved.get(path, path)
+
+    def _move(self, old: str, new: str) -> None:
+        with self._lock:
+            self._moved[old] = new
 
     def _log(self, entry: ProxyRequest) -> None:
         with self._lock:
@@ -358,6 +374,8 @@ class _Handler(BaseHTTPRequestHandler):
         cut = int(fault.value) if fault is not None and fault.action == "cut_request_after" \
             else None
         pieces = self._request_body(entry)
+        if cut is not None and fault.keep_partial:  # type: ignore[union-attr]
+            self._deliver_partial(pieces, cut)
         if cut is not None and not fault.forward_partial:  # type: ignore[union-attr]
             got = 0
             for piece in pieces:
@@ -365,7 +383,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if got >= cut:
                     break
             raise _Cut
-        upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+        upstream.putrequest(self.command, self.proxy._target(self.path), skip_host=True,
+                            skip_accept_encoding=True)
         for key, value in self.headers.items():
             if key.lower() not in _HOP_HEADERS:
                 upstream.putheader(key, value)
@@ -397,6 +416,40 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Cut
         if chunked:
             upstream.send(b"0\r\n\r\n")
+
+    def _deliver_partial(self, pieces: Iterator[bytes], cut: int) -> None:
+        """Send the first ``cut`` body bytes upstream as a whole PATCH, note where the
+        upload moved, then reset the client (see ``keep_partial``)."""
+        got = bytearray()
+        for piece in pieces:
+            got += piece
+            if len(got) >= cut:
+                break
+        body = bytes(got[:cut])
+        start = int((self.headers.get("Content-Range") or "0-").split("-", 1)[0] or 0)
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in _HOP_HEADERS | {"content-length", "content-range"}}
+        headers["Content-Range"] = f"{start}-{start + len(body) - 1}"
+        upstream = http.client.HTTPConnection(self.proxy.upstream_host,
+                                              self.proxy.upstream_port,
+                                              timeout=self.proxy.timeout)
+        try:
+            upstream.putrequest(self.command, self.proxy._target(self.path), skip_host=True,
+                                skip_accept_encoding=True)
+            for key, value in headers.items():
+                upstream.putheader(key, value)
+            upstream.putheader("Content-Length", str(len(body)))
+            upstream.endheaders(body)
+            response = upstream.getresponse()
+            response.read()
+            location = response.getheader("Location")
+            if response.status < 300 and location:
+                moved = urlsplit(location)
+                self.proxy._move(self.path, moved.path + (f"?{moved.query}" if moved.query
+                                                          else ""))
+        finally:
+            upstream.close()
+        raise _Cut
 
     @staticmethod
     def _write_upstream(upstream: http.client.HTTPConnection, piece: bytes,

@@ -2,8 +2,10 @@
 
 An upload reads its blob through a :class:`BlobReader`: a seekable file (any offset,
 again and again) or a one-shot stream (only forward, from the last byte the registry
-confirmed). Large pieces of a file are sent as :class:`FileSlice` bodies that stream
-from the file, so a whole-blob request never holds the blob in memory.
+confirmed). Pieces of a file are sent as :class:`FileBody` request bodies that stream
+from the file in :data:`BODY_PIECE` reads, saying after each how many bytes went, so a
+whole-blob request never holds the blob in memory and reports progress as it goes.
+:class:`FileSlice` is a file-like window of a file (a blob inside a tar).
 
 :class:`UploadBudget` bounds the bytes sent for one blob (twice its size plus one
 chunk); :func:`size_cap` reads the limit out of a registry's refusal (GHCR: "exceeds
@@ -16,7 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 import requests
@@ -25,13 +27,17 @@ from ..errors import BlobUploadError, RegistryHTTPError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["resume_offset", "BlobReader", "FileReader", "StreamReader", "FileSlice", "UploadBudget",
-           "range_end", "size_cap", "MIN_CHUNK"]
+__all__ = ["resume_offset", "BlobProgress", "BlobReader", "FileReader", "StreamReader",
+           "FileSlice", "FileBody", "UploadBudget", "range_end", "size_cap", "MIN_CHUNK",
+           "BODY_PIECE"]
+
+#: Receives (bytes done, bytes total or None) while a blob moves.
+BlobProgress = Callable[[int, "int | None"], None]
 
 #: Chunks are never shrunk below this (a registry refusing 256 KiB takes no chunks).
 MIN_CHUNK = 256 * 1024
-#: Pieces of a file larger than this are streamed from the file, not read into memory.
-IN_MEMORY_LIMIT = 8 * 1024 * 1024
+#: A :class:`FileBody` reads (and reports) its file this much at a time.
+BODY_PIECE = 1024 * 1024
 
 _UNITS = {"b": 1, "bytes": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2,
           "gb": 1000**3, "gib": 1024**3}
@@ -101,31 +107,78 @@ class FileSlice(io.RawIOBase):
         return got
 
 
+class FileBody:
+    """A request body: ``[start, start+length)`` of an open file, read in pieces.
+
+    requests sends its ``len`` as Content-Length and iterates it (urllib3 sends each
+    piece as it comes); ``seek``/``tell`` let the transport send it again (after a 401
+    or a redirect). After each piece has gone to the socket, ``on_sent(bytes sent so
+    far)`` is called: a progress report, whose stop check may raise to abandon the
+    request between pieces. ``sent`` is the most bytes handed to the connection.
+    """
+
+    def __init__(self, source: IO[bytes], start: int, length: int,
+                 on_sent: Callable[[int], None] | None = None) -> None:
+        self.source = source
+        self.start = start
+        self.length = length
+        self.on_sent = on_sent
+        self.position = 0
+        self.sent = 0
+
+    def __len__(self) -> int:  # requests subtracts tell() itself
+        return self.length
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.length}[whence]
+        self.position = min(max(0, base + offset), self.length)
+        return self.position
+
+    def __iter__(self) -> Iterator[bytes]:
+        while self.position < self.length:
+            self.source.seek(self.start + self.position)
+            piece = self.source.read(min(BODY_PIECE, self.length - self.position))
+            if not piece:
+                raise RegistryHTTPError(
+                    f"the source ended {self.length - self.position} bytes early, at byte "
+                    f"{self.start + self.position}",
+                    hint="The file changed or shrank while it was uploaded; upload it again.",
+                )
+            yield piece  # back here once the connection took it
+            self.position += len(piece)
+            self.sent = max(self.sent, self.position)
+            if self.on_sent is not None:
+                self.on_sent(self.position)
+
+
 class BlobReader:
     """Where an upload's bytes come from."""
 
     #: True when any offset can be read again (a file); False for a one-shot stream.
     rewindable = True
 
-    def piece(self, offset: int, length: int) -> bytes | FileSlice:
-        """Up to ``length`` bytes from ``offset`` (fewer only at the end)."""
+    def piece(self, offset: int, length: int,
+              on_sent: Callable[[int], None] | None = None) -> bytes | FileBody:
+        """Up to ``length`` bytes from ``offset`` (fewer only at the end); a streamed
+        body calls ``on_sent`` as its pieces go (see :class:`FileBody`)."""
         raise NotImplementedError
 
 
 class FileReader(BlobReader):
-    """A seekable file, read from ``start``."""
+    """A seekable file, read from ``start``: every piece streams from the file."""
 
     def __init__(self, source: IO[bytes], start: int, size: int) -> None:
         self.source = source
         self.start = start
         self.size = size
 
-    def piece(self, offset: int, length: int) -> bytes | FileSlice:
+    def piece(self, offset: int, length: int,
+              on_sent: Callable[[int], None] | None = None) -> FileBody:
         length = max(0, min(length, self.size - offset))
-        if length > IN_MEMORY_LIMIT:
-            return FileSlice(self.source, self.start + offset, length)
-        self.source.seek(self.start + offset)
-        return self.source.read(length)
+        return FileBody(self.source, self.start + offset, length, on_sent)
 
 
 class StreamReader(BlobReader):
@@ -143,7 +196,8 @@ class StreamReader(BlobReader):
         self.buffer = bytearray()
         self.ended = False
 
-    def piece(self, offset: int, length: int) -> bytes:
+    def piece(self, offset: int, length: int,
+              on_sent: Callable[[int], None] | None = None) -> bytes:
         if offset < self.base:
             raise StreamRewound(offset, self.base)
         del self.buffer[: offset - self.base]
@@ -186,6 +240,10 @@ class UploadBudget:
                 "report it with the registry's name if it persists.",
             )
         self.sent += length
+
+    def refund(self, length: int) -> None:
+        """Take back ``length`` counted bytes that never went (a request that broke off)."""
+        self.sent = max(0, self.sent - max(0, length))
 
 
 _CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")

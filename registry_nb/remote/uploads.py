@@ -1,17 +1,21 @@
-"""Blob uploads: mounts, one-PUT uploads, resumable chunked uploads and streams.
+"""Blob uploads: mounts, one-PUT uploads, resumable file uploads and streams.
 
-Uploads survive dropped connections: a chunked upload asks the registry how much
-it holds (its ``Range``) and goes on from there; when the registry has lost or
-cancelled the upload session (distribution does when a PATCH was cut halfway),
-the upload starts again from the first byte.
+A seekable file over :data:`MONOLITHIC_LIMIT` goes in one PATCH of all its bytes,
+streamed from the file (progress as its pieces go), then the closing PUT: three round
+trips whatever its size, as skopeo does. Uploads survive dropped connections: the
+client asks the registry how much it holds (its ``Range``) and sends the rest from
+there, in chunks (each confirmed: a flaky link costs a chunk per drop, not the rest of
+the blob); when the registry has lost or cancelled the upload session (distribution
+does when a PATCH was cut halfway), the upload starts again from the first byte.
 
 They adapt to what the registry takes, and remember it for the next blob
 (:class:`UploadHabits`, one per registry client):
 
 - a refused one-PUT upload (Artifactory wants PATCH; Docker Hub refuses large ones)
-  is sent in chunks, and later blobs go in chunks;
-- a PATCH refused with 416 (GHCR caps bodies at 4 MiB, and says so) is sent again in
-  smaller chunks (the named cap, else half) from the registry's own offset;
+  is sent by PATCH, and later blobs go by PATCH;
+- a PATCH refused with 413 or 416 (GHCR caps bodies at 4 MiB, and says so) is sent
+  again in chunks (the named cap, else :data:`UPLOAD_CHUNK` or half) from the
+  registry's own offset, and later blobs go in such chunks;
 - ``OCI-Chunk-Min-Length`` raises the chunk size;
 - a PATCH whose ``Range`` does not advance (ECR keeps only the first chunk) makes the
   whole blob go in one PATCH, on a new session;
@@ -19,16 +23,14 @@ They adapt to what the registry takes, and remember it for the next blob
   (GAR's are single-use).
 
 Nothing is re-sent without bound: a blob may cost at most twice its size plus one
-chunk (:class:`~registry_nb.remote.chunks.UploadBudget`), then
-:class:`~registry_nb.errors.BlobUploadError`.
+chunk (:class:`~registry_nb.remote.chunks.UploadBudget`; bytes of a request that broke
+off count as far as they went), then :class:`~registry_nb.errors.BlobUploadError`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ from ..errors import (
     BlobUploadError,
     DigestMismatchError,
     NotFoundError,
+    RegistryError,
     RegistryHTTPError,
     RegistryUnavailableError,
 )
@@ -49,9 +52,10 @@ from ..oci.reference import parse_digest
 from .auth import repository_scope
 from .chunks import (
     MIN_CHUNK,
+    BlobProgress,
     BlobReader,
+    FileBody,
     FileReader,
-    FileSlice,
     StreamReader,
     StreamRewound,
     UploadBudget,
@@ -59,22 +63,21 @@ from .chunks import (
     size_cap,
 )
 from .responses import raise_for_status, registry_errors
+from .sharing import SHARED_UPLOADS
 from .transport import Transport
 
 __all__ = ["BlobUploader", "BlobProgress", "UploadHabits", "MONOLITHIC_LIMIT", "UPLOAD_CHUNK"]
 
 log = logging.getLogger(__name__)
 
-#: Blobs up to this size are uploaded in one PUT; larger ones in PATCH chunks.
+#: Blobs up to this size are uploaded in one PUT; larger files in one PATCH.
 MONOLITHIC_LIMIT = 8 * 1024 * 1024
-#: Size of one PATCH chunk for large uploads (raised to OCI-Chunk-Min-Length). One
-#: chunk is in memory per blob in flight; 8 MiB uploads as fast as 32 MiB here.
+#: Size of one PATCH chunk where chunks are needed: streams to a registry that caps
+#: PATCH bodies, after a refused whole-file PATCH naming no cap (raised to
+#: OCI-Chunk-Min-Length). One chunk of a stream is in memory per blob in flight.
 UPLOAD_CHUNK = 8 * 1024 * 1024
 #: Times a dropped upload is resumed (or restarted) before giving up.
 RESUME_ATTEMPTS = 3
-
-#: Receives (bytes done, bytes total or None) while a blob moves.
-BlobProgress = Callable[[int, "int | None"], None]
 
 #: Registry error codes meaning the upload session is gone and must start again.
 _UPLOAD_GONE_CODES = frozenset({"BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"})
@@ -98,7 +101,8 @@ class UploadHabits:
 
     #: A body in the closing PUT is taken (False once a one-PUT upload was refused).
     monolithic: bool = True
-    #: The largest PATCH body taken (the cap a 416 named), or None.
+    #: The largest PATCH body taken (the cap a 413/416 named, or guessed), or None:
+    #: files go in one PATCH until a refusal sets it.
     max_chunk: int | None = None
     #: Chunks after the first are not taken: each blob goes in one PATCH.
     whole_blob: bool = False
@@ -118,55 +122,30 @@ def _refusal(response: requests.Response) -> tuple[list[str], list[str], str]:
     return codes, messages, f"{response.status_code} {shown}".strip()
 
 
-class SharedUploads:
-    """The uploads of one blob to one repository running in this process at one time.
+class _Watched:
+    """A progress callback that notes whether it raised (the caller's stop check did)."""
 
-    The first caller sends; callers that come while it runs wait (reporting progress,
-    so that a cancelled operation's stop check still runs), then move nothing when it
-    succeeded, or send themselves when it failed. Besides the bandwidth, this avoids a
-    race in distribution's filesystem driver, which rewrites a repository's blob link
-    (truncate, then write) on every commit: a manifest PUT or blob HEAD that reads the
-    link at that moment sees no blob (``MANIFEST_BLOB_UNKNOWN``, or a 500).
-    """
+    def __init__(self, progress: BlobProgress) -> None:
+        self.progress = progress
+        self.raised = False
 
-    POLL = 0.25
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._running: dict[tuple[str, str, str], tuple[threading.Event, list[bool]]] = {}
-
-    @contextlib.contextmanager
-    def turn(self, key: tuple[str, str, str], progress: BlobProgress | None,
-             size: int | None) -> Iterator[bool]:
-        """Yield True when this caller sends the blob, False when another just did."""
-        while True:
-            with self._guard:
-                running = self._running.get(key)
-                if running is None:
-                    mine = (threading.Event(), [False])
-                    self._running[key] = mine
-            if running is None:
-                break
-            done, succeeded = running
-            while not done.wait(self.POLL):
-                if progress is not None:
-                    progress(0, size)  # its stop check raises when the caller cancels
-            if succeeded[0]:
-                if progress is not None and size is not None:
-                    progress(size, size)
-                yield False
-                return
+    def __call__(self, done: int, total: int | None) -> None:
         try:
-            yield True
-            mine[1][0] = True
-        finally:
-            with self._guard:
-                del self._running[key]
-            mine[0].set()
+            self.progress(done, total)
+        except BaseException:
+            self.raised = True
+            raise
 
 
-#: The process's one :class:`SharedUploads`.
-SHARED_UPLOADS = SharedUploads()
+def _reporter(progress: BlobProgress | None, offset: int, size: int | None
+              ) -> Callable[[int], None] | None:
+    """``progress`` for a body sent from ``offset``: it is told bytes sent so far."""
+    if progress is None:
+        return None
+
+    def sent(count: int) -> None:
+        progress(offset + count, size)
+    return sent
 
 
 class BlobUploader:
@@ -294,6 +273,7 @@ class BlobUploader:
                     progress(size, size)
                 return False
         budget = UploadBudget(repository, digest, size, max(UPLOAD_CHUNK, min_chunk))
+        watched = progress = None if progress is None else _Watched(progress)
         restarts = 0
         while True:
             if location is None:
@@ -331,6 +311,10 @@ class BlobUploader:
                 location = None
                 if stream is not None:
                     stream = self._reopened(reopen, repository, digest, str(exc))
+            except BaseException:
+                if watched is not None and watched.raised:  # the caller stopped it
+                    self._abandon(repository, location)
+                raise
 
     def _try_mount(self, repository: str, digest: str, from_repository: str
                    ) -> tuple[bool, str | None, int]:
@@ -344,6 +328,15 @@ class BlobUploader:
                      exc.message)
             return False, None, 0
         return location is None, location, min_chunk
+
+    def _abandon(self, repository: str, location: str) -> None:
+        """Cancel an upload session (best effort: the registry expires it anyway)."""
+        try:
+            self.transport.request("DELETE", location, scopes=_push_scope(repository),
+                                   timeout=(2.0, 5.0)).close()
+        except RegistryError as exc:
+            log.debug("could not cancel the upload session in %s (%s)", repository,
+                      exc.message)
 
     @staticmethod
     def _reopened(reopen: Callable[[], Iterable[bytes]] | None, repository: str,
@@ -418,15 +411,16 @@ class BlobUploader:
         )
         if response.status_code in (413, 416):
             _, messages, shown = _refusal(response)
-            self._learn_cap(size_cap(messages), sent, shown)
+            self._learn_cap(size_cap(messages), sent, shown, max(UPLOAD_CHUNK, min_chunk))
             raise _Refused(f"the registry refused a {sent}-byte streamed PATCH ({shown})")
         self._raise_upload(response, repository, digest)
         response.close()
         self._finish_upload(repository, self._location(response, repository), digest)
 
-    def _learn_cap(self, cap: int | None, refused: int, shown: str) -> int:
-        """Remember a smaller PATCH size after a refusal of ``refused`` bytes."""
-        new = cap if cap is not None and cap < refused else refused // 2
+    def _learn_cap(self, cap: int | None, refused: int, shown: str, chunk: int) -> int:
+        """Remember a smaller PATCH size after a refusal of ``refused`` bytes: the cap
+        the registry named, else half as much, but at most one ``chunk``."""
+        new = cap if cap is not None and cap < refused else min(refused // 2, chunk)
         if new < MIN_CHUNK:
             raise BlobUploadError(
                 f"the registry refuses PATCH bodies of {refused} bytes and names no size it "
@@ -439,8 +433,11 @@ class BlobUploader:
                  refused, shown, self.habits.max_chunk)
         return self.habits.max_chunk
 
-    def _chunk_size(self, min_chunk: int, size: int | None, offset: int) -> int:
-        if self.habits.whole_blob and size is not None:
+    def _chunk_size(self, whole_file: bool, min_chunk: int, size: int | None,
+                    offset: int) -> int:
+        """The next PATCH's length: the rest of the blob for a file sent whole (or for
+        a registry that keeps only one PATCH), else one chunk."""
+        if size is not None and (self.habits.whole_blob or whole_file):
             return size - offset
         chunk = max(UPLOAD_CHUNK, min_chunk)
         if self.habits.max_chunk is not None:
@@ -450,16 +447,22 @@ class BlobUploader:
     def _send_chunks(self, repository: str, location: str, reader: BlobReader, digest: str,
                      size: int | None, min_chunk: int, progress: BlobProgress | None,
                      budget: UploadBudget) -> None:
-        """PATCH chunks from the registry's offset on, then the closing PUT."""
+        """PATCHes from the registry's offset on, then the closing PUT.
+
+        A file goes in one PATCH unless the registry caps their size; after a failed
+        one the rest goes in chunks, each confirmed, so another failure costs a chunk.
+        """
         scopes = _push_scope(repository)
         offset = 0
         failures = 0
+        whole_file = reader.rewindable and self.habits.max_chunk is None
         response: requests.Response | None = None
         while size is None or offset < size:
             response = None  # its request holds the last chunk: one chunk in memory, not two
             try:
-                body: bytes | FileSlice = reader.piece(
-                    offset, self._chunk_size(min_chunk, size, offset))
+                body: bytes | FileBody = reader.piece(
+                    offset, self._chunk_size(whole_file, min_chunk, size, offset),
+                    _reporter(progress, offset, size))
             except StreamRewound as exc:
                 raise _UploadLost(str(exc)) from exc
             length = len(body)
@@ -481,9 +484,12 @@ class BlobUploader:
                 )
             except RegistryUnavailableError:
                 response = None
+            if response is None and isinstance(body, FileBody):
+                budget.refund(length - body.sent)  # what never went costs nothing
             body = b""
             if response is None or response.status_code in _PATCH_RETRY_STATUSES:
                 failures += 1
+                whole_file = False
                 if failures > RESUME_ATTEMPTS:
                     if response is not None:
                         self._raise_upload(response, repository, digest)
@@ -495,15 +501,17 @@ class BlobUploader:
                 if response is not None:
                     response.close()
                     time.sleep(min(0.25 * 2**failures, 4.0))
-                log.info("chunked upload of %s interrupted at %d; asking the registry",
-                         digest, offset)
+                log.info("upload of %s interrupted at %d (a %d-byte PATCH); asking the "
+                         "registry", digest, offset, length)
                 location, offset = self._upload_status(repository, location)
                 continue
-            if response.status_code == 416:
+            if response.status_code in (413, 416):
+                whole_file = False
                 _, messages, shown = _refusal(response)
                 location, held = self._upload_status(repository, location)
                 if held == offset:  # in step: the chunk itself was refused (its size)
-                    self._learn_cap(size_cap(messages), length, shown)
+                    self._learn_cap(size_cap(messages), length, shown,
+                                    max(UPLOAD_CHUNK, min_chunk))
                 offset = held
                 continue
             self._raise_upload(response, repository, digest)
