@@ -7,6 +7,8 @@ person would (repository, tag, Set as A, ..., Compare) and reads what the view s
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from helpers import RegistryService, seed_image, seed_index
 from opsregistry import OwnRegistry
@@ -66,6 +68,15 @@ def test_two_tags_of_different_repositories_compared_in_the_browser(own) -> None
         assert "/keep.txt" not in tabs["Files"]
         assert "1 added" in tabs["Layers"] and "1 removed" in tabs["Layers"]
         assert "no packages differ" in tabs["Packages"]
+        # what a person reads: sizes with a sign, nothing where a side has no value, the
+        # config's count in words; a long value wraps in its cell instead of being cut
+        change = len(NEW["change.txt"]) - len(OLD["change.txt"])
+        assert f"<td>+{change} B</td>" in tabs["Files"]
+        assert "in the shared base (not read)" not in tabs["Files"]  # no base shared here
+        assert "&lt;NA&gt;" not in tabs["Files"] + tabs["Layers"] and "None" not in \
+            tabs["Config"]
+        assert re.search(r"<b>\d+ config fields</b>: 0 changed", tabs["Config"])  # same config
+        assert "overflow-wrap: anywhere" in tabs["Files"]
         assert view.tabs.layout.display == "flex"
         assert view.chart_png.startswith(PNG)
         assert view.chart.outputs[0]["data"]["image/png"]
@@ -109,6 +120,10 @@ def test_attachments_show_in_the_details(own, tmp_path) -> None:
         pick(browser, "team/signed", "1")
         frame = browser.attachments
         assert list(frame.digest) == [attached["digest"]] and list(frame.subject) == [digest]
+        # one plain image: "1 tag", and no empty platforms or error columns
+        assert "team/signed</b>: 1 tag<" in browser.tags_table.value
+        assert "<th>platforms</th>" not in browser.tags_table.value
+        assert "<th>error</th>" not in browser.tags_table.value
         assert "Attachments" in browser.details.value
         assert "application/spdx+json" in browser.details.value
         assert attached["digest"][:19] in browser.details.value
