@@ -71,8 +71,9 @@ def test_two_tags_of_different_repositories_compared_in_the_browser(own) -> None
         # what a person reads: sizes with a sign, nothing where a side has no value, the
         # config's count in words; a long value wraps in its cell instead of being cut
         change = len(NEW["change.txt"]) - len(OLD["change.txt"])
-        assert f"<td>+{change} B</td>" in tabs["Files"]
-        assert "in the shared base (not read)" not in tabs["Files"]  # no base shared here
+        assert f"<td>+{change}\u00a0B</td>" in tabs["Files"]  # never wrapped before its unit
+        assert "shared base, not read" not in tabs["Files"]  # no base shared here
+        assert "<th>size A</th>" in tabs["Files"] and "<th>change</th>" in tabs["Files"]
         assert "&lt;NA&gt;" not in tabs["Files"] + tabs["Layers"] and "None" not in \
             tabs["Config"]
         assert re.search(r"<b>\d+ config fields</b>: 0 changed", tabs["Config"])  # same config

@@ -32,13 +32,20 @@ log = logging.getLogger(__name__)
 #: The tabs, in order: their title and the ImageDiff attribute each shows.
 DIFF_TABS = (("Summary", "summary"), ("Layers", "layers"), ("Files", "files"),
              ("Packages", "packages"), ("Config", "config"))
-#: Headers stay on one line; a long value (a path, a digest list) wraps inside its cell,
-#: so the table fits the tab instead of being cut at its right edge.
+#: Headers stay on one line; values wrap at spaces, and the first column (a path, a
+#: field name) anywhere, so the table fits the tab instead of being cut at its right edge.
 _TABLE_STYLE = ("<style>.registry-nb-diff-table th, .registry-nb-diff-table td "
-                "{padding: 2px 12px 2px 0; text-align: left !important; vertical-align: top}"
+                "{padding: 2px 12px 2px 0; text-align: left !important; vertical-align: top;"
+                " line-height: 1.4}"
                 ".registry-nb-diff-table th {white-space: nowrap}"
-                ".registry-nb-diff-table td {overflow-wrap: anywhere; max-width: 480px}"
+                ".registry-nb-diff-table td:first-child {overflow-wrap: anywhere}"
                 "</style>")
+#: Column headers as a person reads them (the frames keep their snake_case names).
+_HEADERS = {"size_bytes": "size", "size_bytes_a": "size A", "size_bytes_b": "size B",
+            "size_change_bytes": "change", "mode_a": "mode A", "mode_b": "mode B",
+            "version_a": "version A", "version_b": "version B", "index_a": "index in A",
+            "index_b": "index in B", "in_shared_base": "in shared base", "diff_id": "diff ID",
+            "other": "other side", "a": "A", "b": "B"}
 
 
 def diff_summary_html(summary: dict[str, Any]) -> str:
@@ -68,7 +75,12 @@ def _signed_bytes(n: Any) -> str:
     if n is None or pd.isna(n):
         return ""
     n = int(n)
-    return ("+" if n > 0 else "−" if n < 0 else "") + human_bytes(abs(n))
+    return _unbroken(("+" if n > 0 else "−" if n < 0 else "") + human_bytes(abs(n)))
+
+
+def _unbroken(size: str) -> str:
+    """``12.3 kB`` that never wraps between the number and its unit."""
+    return size.replace(" ", "\u00a0")
 
 
 def _frame_html(frame: pd.DataFrame, what: str, max_rows: int) -> str:
@@ -80,16 +92,15 @@ def _frame_html(frame: pd.DataFrame, what: str, max_rows: int) -> str:
             view[column] = view[column].map(_signed_bytes)
         elif column.startswith("size") and "bytes" in column:
             view[column] = view[column].map(
-                lambda n: human_bytes(int(n)) if pd.notna(n) else "")
+                lambda n: _unbroken(human_bytes(int(n))) if pd.notna(n) else "")
         elif column in ("digest", "diff_id"):
             view[column] = view[column].map(
                 lambda d: d[:19] + "…" if isinstance(d, str) else "")
         elif column == "other":  # the other side's file is in the shared base, not read
             view[column] = view[column].map(
-                lambda o: "in the shared base (not read)" if isinstance(o, str) and o == "base"
-                else o)
+                lambda o: "shared base, not read" if isinstance(o, str) and o == "base" else o)
     view = view.where(view.notna(), "")  # nothing shown where a side has no value
-    view = view.rename(columns={"other": "other side"})
+    view = view.rename(columns=_HEADERS)
     counts = ""
     if "status" in frame.columns:
         counts = ", ".join(f"{n} {status}" for status, n in
