@@ -11,7 +11,6 @@ import re
 
 import pytest
 from helpers import RegistryService, seed_image, seed_index
-from opsregistry import OwnRegistry
 
 from registry_nb import ContainerRegistry
 from registry_nb.widgets import ImageDiffView, RegistryBrowser
@@ -26,12 +25,8 @@ NEW = {"keep.txt": b"the same in both\n", "change.txt": b"two, longer\n",
 
 
 @pytest.fixture(scope="module")
-def own(tmp_path_factory) -> RegistryService:
-    folder = tmp_path_factory.mktemp("compare-registry")
-    registry = OwnRegistry(folder)
-    yield RegistryService(name="own", host=registry.host, url=f"http://{registry.host}",
-                          storage=folder / "data", auth="none")
-    registry.stop()
+def own(own_registry: RegistryService) -> RegistryService:
+    return own_registry
 
 
 def pick(browser: RegistryBrowser, repository: str, tag: str) -> None:

@@ -75,6 +75,12 @@ def add_registry_flags(parser: argparse.ArgumentParser) -> None:
                        help="PEM file of CAs to trust for the registry")
 
 
+def add_platforms(parser: argparse.ArgumentParser) -> None:
+    """``--platform OS/ARCH``, repeatable: only these platforms of an index."""
+    parser.add_argument("--platform", action="append", metavar="OS/ARCH",
+                        help="only this platform of an index (repeat for several)")
+
+
 def add_json(parser: argparse.ArgumentParser) -> None:
     """``--json``: print one JSON document with stable keys instead of text."""
     parser.add_argument("--json", action="store_true",
