@@ -6,14 +6,15 @@ referrer (each with a tampered twin), an index carrying BuildKit-style in-index
 attestations (max-mode SLSA provenance and an SPDX SBOM) that only the index signs, an
 SBOM and provenance attached as referrers, an unsigned image and an orphan fallback tag.
 Keys and certificates are made on the spot (cryptography); signatures with
-:mod:`registry_nb.audits.supply.sign`. No Docker engine is needed.
+:mod:`registry_nb.audits.supply.sign`. No Docker engine is needed. Seeding again gives the
+same tags and attachments (the fallback tags are rewritten, not added to).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
-import secrets
 import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -32,6 +33,7 @@ from .oci.artifacts import (
     NOTATION_SIGNATURE,
     SIGSTORE_BUNDLE_V03,
     cosign_tag,
+    fallback_tag,
 )
 
 if TYPE_CHECKING:
@@ -63,6 +65,16 @@ def _manifest(reg: ContainerRegistry, repository: str, blobs: list[tuple[str, by
     return Manifest.build(_EMPTY, layers, annotations=annotations, artifact_type=artifact_type,
                           subject=Descriptor(head.media_type or "", subject, head.size or 0)
                           if head and subject else None)
+
+
+def _image_without_attachments(reg: ContainerRegistry, repository: str, tag: str) -> str:
+    """:func:`_image`, with the fallback tag an earlier seeding wrote for it emptied: what
+    that seeding attached (signed with its own keys) is not listed next to this one's."""
+    digest = _image(reg, repository, tag)
+    if reg.client.head_manifest(repository, fallback_tag(digest)) is not None:
+        empty = Index.build([], OCI_INDEX)
+        reg.client.put_manifest(repository, fallback_tag(digest), empty.raw, empty.media_type)
+    return digest
 
 
 def _flip_b64(text: str, at: int = 10) -> str:
@@ -207,7 +219,7 @@ def seed_supply_chain_demo(reg: ContainerRegistry, repository: str = "supply/dem
 
     verified: dict[str, bool] = {}
     for tag, tamper in (("cosign", False), ("cosign-tampered", True)):
-        digest = _image(reg, repository, tag)
+        digest = _image_without_attachments(reg, repository, tag)
         _cosign_sig(reg, repository, digest, key, tamper=tamper)
         verified[tag] = not tamper
         if not tamper:  # an SBOM and signed provenance attached as referrers
@@ -221,10 +233,12 @@ def seed_supply_chain_demo(reg: ContainerRegistry, repository: str = "supply/dem
                              artifact_type="application/vnd.in-toto+json", subject=digest)
             attach(reg.client, repository, prov, digest)
     for tag, tamper in (("bundle", False), ("bundle-tampered", True)):
-        _bundle(reg, repository, _image(reg, repository, tag), key, tamper=tamper)
+        digest = _image_without_attachments(reg, repository, tag)
+        _bundle(reg, repository, digest, key, tamper=tamper)
         verified[tag] = not tamper
     for tag, tamper in (("notation", False), ("notation-tampered", True)):
-        _notation(reg, repository, _image(reg, repository, tag), leaf_key, chain, tamper=tamper)
+        digest = _image_without_attachments(reg, repository, tag)
+        _notation(reg, repository, digest, leaf_key, chain, tamper=tamper)
         verified[tag] = not tamper
 
     # BuildKit-style index: one platform plus its attestation manifest; only the index signed
@@ -250,9 +264,10 @@ def seed_supply_chain_demo(reg: ContainerRegistry, repository: str = "supply/dem
     reg.client.put_manifest(repository, "buildkit", index.raw, index.media_type)
     _cosign_sig(reg, repository, index.digest, key)
     verified["buildkit"] = True
-    _image(reg, repository, "unsigned")
+    _image_without_attachments(reg, repository, "unsigned")
     verified["unsigned"] = False
-    gone = "sha256:" + secrets.token_hex(32)  # an orphan: a fallback tag of nothing
+    # an orphan: a fallback tag of nothing (the same one every seeding, so none pile up)
+    gone = "sha256:" + hashlib.sha256(f"{repository} orphan".encode()).hexdigest()
     left = _manifest(reg, repository, [(SPDX, _spdx("orphan"), {})], artifact_type=SPDX,
                      subject=None)
     reg.client.put_manifest(repository, left.digest, left.raw, left.media_type)

@@ -196,3 +196,16 @@ def empty_docker_config(docker_config_dir: Path) -> Path:
     """``DOCKER_CONFIG`` at a folder whose config.json is ``{}``."""
     (docker_config_dir / "config.json").write_text("{}")
     return docker_config_dir
+
+
+@pytest.fixture(scope="module")
+def own_registry(tmp_path_factory) -> RegistryService:
+    """A distribution registry of the module's own (``docker-registry serve`` on a free
+    loopback port, delete enabled), stopped after the module."""
+    from opsregistry import OwnRegistry
+
+    folder = tmp_path_factory.mktemp("own-registry")
+    registry = OwnRegistry(folder)
+    yield RegistryService(name="own", host=registry.host, url=f"http://{registry.host}",
+                          storage=folder / "data", auth="none")
+    registry.stop()

@@ -12,7 +12,10 @@ cell has run, and asserts what a person would see:
   chart, and the registry browser draws one for a picked tag (for an index, of the
   platform picked); in the operations notebook (05), the SyncForm ends at 100 % with
   a row per tag and runs again from the page, and the browser compares two tags
-  picked by hand (summary counts, Files and Packages tabs, the diff chart);
+  picked by hand (summary counts, Files and Packages tabs, the diff chart); in the
+  supply-chain notebook (04), the verification table shows each tampered copy refused
+  with its reason and each untampered one verified, one SBOM and one provenance per
+  image however often it ran, digests shortened and every table within the page;
 - no "Jupyter news" toast covers the page (the settings lab.sh writes).
 
 Screenshots of every cell's outputs and of each form go to a temporary folder whose
@@ -115,6 +118,22 @@ LOG_VIEW = """(form) => {
 }"""
 
 
+#: The rendered DataFrame tables of one cell: a list of rows (header -> cell text) each,
+#: and whether the output area scrolls sideways (the table is wider than the page).
+TABLES = """(index) => {
+  const cell = document.querySelector(`[data-registry-nb-cell="${index}"]`);
+  return Array.from(cell.querySelectorAll('.jp-OutputArea-output')).flatMap(out =>
+    Array.from(out.querySelectorAll('table.dataframe')).map(table => {
+      const head = Array.from(table.querySelectorAll('thead th')).map(th => th.innerText.trim());
+      const rows = Array.from(table.querySelectorAll('tbody tr')).map(tr => {
+        const cells = Array.from(tr.children).map(td => td.innerText.trim());
+        return Object.fromEntries(head.map((h, i) => [h, cells[i]]));
+      });
+      return {rows, scrolls: out.scrollWidth > out.clientWidth + 1};
+    }));
+}"""
+
+
 def js(body: str) -> str:
     """A page function of ``path`` from a body that ``return``s."""
     return f"(path) => {{ {body} }}"
@@ -212,6 +231,57 @@ def test_notebook_charts_draw(lab, shots, name):
         for cell in cells:  # every output, charts and tables, for a person to look at
             if cell["outputs"]:
                 shoot(page, cell, shots / f"{name}-cell{cell['index']:02d}.png")
+        assert_no_news_toast(page)
+        page.screenshot(path=str(shots / f"{name}.png"))
+
+
+def cell_with(cells: list[dict], text: str) -> dict:
+    """The first code cell whose source holds ``text``."""
+    return next(c for c in cells if c["type"] == "code" and text in c["source"])
+
+
+def test_supply_chain_notebook_refuses_the_tampered_copies(lab, shots):
+    """04 seeds supply/demo itself (fresh keys each run): the verification table shows
+    every tampered signature refused with its reason, every untampered one verified."""
+    name = "04-supply-chain.ipynb"
+    with playwright_api.sync_playwright() as pw, chromium_page(pw) as page:
+        cells = run_notebook(page, lab, name, shots)
+        check_cells(name, cells)
+        for cell in cells:
+            if cell["outputs"]:
+                shoot(page, cell, shots / f"{name}-cell{cell['index']:02d}.png")
+        tables = {c["index"]: page.evaluate(TABLES, c["index"]) for c in cells
+                  if c["type"] == "code" and re.search(r"^short\(", c["source"], re.M)}
+        assert len(tables) == 6 and all(len(t) == 1 for t in tables.values()), tables
+        for index, (table,) in tables.items():
+            assert not table["scrolls"], f"{name} cell {index}: the table is wider than the page"
+            text = " ".join(" ".join(row.values()) for row in table["rows"])
+            assert not re.search(r"sha256[:-][0-9a-f]{64}", text), \
+                f"{name} cell {index} shows a digest in full: {text[:300]}"
+        (verification,) = tables[cell_with(cells, "signature_reason")["index"]]
+        by_tag = {row["tag"]: row for row in verification["rows"]}
+        for tag in ("cosign", "bundle", "notation", "buildkit"):
+            assert by_tag[tag]["signature_verified"] == "True", by_tag[tag]
+            assert by_tag[tag]["signature_reason"].startswith("verified"), by_tag[tag]
+        for tag in ("cosign-tampered", "bundle-tampered", "notation-tampered"):
+            row = by_tag[tag]
+            assert (row["signed"], row["signature_verified"]) == ("True", "False"), row
+            reason = row["signature_reason"]
+            assert "does not verify" in reason and reason.endswith("."), row
+            assert "..." not in reason and "…" not in reason, row  # in full, not cut
+        assert by_tag["unsigned"]["signed"] == "False"
+        # seeded again on every run: still one SBOM, one provenance, one signature
+        (attached,) = tables[cell_with(cells, 'referrers(REPO, "cosign")')["index"]]
+        kinds = sorted(row["kind"] for row in attached["rows"])
+        assert kinds == ["provenance", "sbom", "signature"], attached["rows"]
+        (rules,) = tables[cell_with(cells, '"tag", "findings"]')["index"]]
+        findings = {row["tag"]: row["findings"].split(", ") for row in rules["rows"]}
+        assert "attestation-not-verified" not in findings["cosign"], findings["cosign"]
+        assert "signature-not-verified" in findings["cosign-tampered"]
+        assert "verified without keys: 0" in "".join(
+            cell_with(cells, "untrusted = ")["texts"])
+        assert "fallback-tag ['scan-report.txt'] no findings" in "".join(
+            cell_with(cells, "push_artifact")["texts"])
         assert_no_news_toast(page)
         page.screenshot(path=str(shots / f"{name}.png"))
 

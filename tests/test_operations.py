@@ -9,6 +9,7 @@ them (REGISTRIES.md), and plays the 429 on tag listings.
 from __future__ import annotations
 
 import http.server
+import re
 import subprocess
 import threading
 import time
@@ -254,13 +255,27 @@ def test_the_command_line_plans_and_deletes(reg, delete_registry, unique_repo, c
     host = delete_registry.host
     assert main(["retention", f"{host}/{unique_repo}", "--keep-last", "1"]) == 0
     out = capsys.readouterr().out
-    assert out.count("would-delete") == 2 and "dry run" in out
+    assert out.count("would-delete") == 2
+    assert "Dry run: 2 of 3 tags (2 manifests) would be deleted; nothing was deleted." in out
+    # each reason in full (a person checks it), digests short, tags left-aligned
+    assert "one of the 1 newest images (number 1, created 2026-01-03 00:00 UTC)" in out
+    assert not re.search(r"sha256:[0-9a-f]{20}", out)
+    assert [line.split()[0] for line in out.splitlines()[1:4]] == ["t000", "t001", "t002"]
+    assert "<NA>" not in out and "error" not in out.splitlines()[0]  # no errors: no column
     assert sorted(reg.client.tags(unique_repo)) == ["t000", "t001", "t002"]
+    # no rule: nothing could be deleted, so the command says what to give (a usage error)
+    assert main(["retention", f"{host}/{unique_repo}", "--keep-tag", "t0"]) == 2
+    assert "needs --keep-last N or --older-than DAYS" in capsys.readouterr().err
     assert main(["rm", f"{host}/{unique_repo}:t000", f"{host}/{unique_repo}:nope"]) == 1
     out = capsys.readouterr().out
-    assert "deleted" in out and "failed" in out and "garbage-collect" in out
+    assert f"deleted {host}/{unique_repo}:t000 (sha256:" in out and "tags gone: t000" in out
+    assert f"failed  {host}/{unique_repo}:nope:" in out and "garbage-collect" in out
+    assert "registry_images_frame" not in out and "`registry-nb ls REGISTRY REPO`" in out
     assert sorted(reg.client.tags(unique_repo)) == ["t001", "t002"]
-    assert main(["rm", "--json", f"{host}/{unique_repo}:t001"]) == 0
+    assert main(["retention", f"{host}/{unique_repo}", "--keep-last", "1", "--apply"]) == 0
+    out = capsys.readouterr().out
+    assert "Tags: 1 deleted, 1 kept." in out and "garbage-collect" in out
+    assert main(["rm", "--json", f"{host}/{unique_repo}:t002"]) == 0
     assert '"status": "deleted"' in capsys.readouterr().out
 
 

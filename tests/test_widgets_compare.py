@@ -7,9 +7,10 @@ person would (repository, tag, Set as A, ..., Compare) and reads what the view s
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from helpers import RegistryService, seed_image, seed_index
-from opsregistry import OwnRegistry
 
 from registry_nb import ContainerRegistry
 from registry_nb.widgets import ImageDiffView, RegistryBrowser
@@ -24,12 +25,8 @@ NEW = {"keep.txt": b"the same in both\n", "change.txt": b"two, longer\n",
 
 
 @pytest.fixture(scope="module")
-def own(tmp_path_factory) -> RegistryService:
-    folder = tmp_path_factory.mktemp("compare-registry")
-    registry = OwnRegistry(folder)
-    yield RegistryService(name="own", host=registry.host, url=f"http://{registry.host}",
-                          storage=folder / "data", auth="none")
-    registry.stop()
+def own(own_registry: RegistryService) -> RegistryService:
+    return own_registry
 
 
 def pick(browser: RegistryBrowser, repository: str, tag: str) -> None:
@@ -66,6 +63,16 @@ def test_two_tags_of_different_repositories_compared_in_the_browser(own) -> None
         assert "/keep.txt" not in tabs["Files"]
         assert "1 added" in tabs["Layers"] and "1 removed" in tabs["Layers"]
         assert "no packages differ" in tabs["Packages"]
+        # what a person reads: sizes with a sign, nothing where a side has no value, the
+        # config's count in words; a long value wraps in its cell instead of being cut
+        change = len(NEW["change.txt"]) - len(OLD["change.txt"])
+        assert f"<td>+{change}\u00a0B</td>" in tabs["Files"]  # never wrapped before its unit
+        assert "shared base, not read" not in tabs["Files"]  # no base shared here
+        assert "<th>size A</th>" in tabs["Files"] and "<th>change</th>" in tabs["Files"]
+        assert "&lt;NA&gt;" not in tabs["Files"] + tabs["Layers"] and "None" not in \
+            tabs["Config"]
+        assert re.search(r"<b>\d+ config fields</b>: 0 changed", tabs["Config"])  # same config
+        assert "overflow-wrap: anywhere" in tabs["Files"]
         assert view.tabs.layout.display == "flex"
         assert view.chart_png.startswith(PNG)
         assert view.chart.outputs[0]["data"]["image/png"]
@@ -109,6 +116,10 @@ def test_attachments_show_in_the_details(own, tmp_path) -> None:
         pick(browser, "team/signed", "1")
         frame = browser.attachments
         assert list(frame.digest) == [attached["digest"]] and list(frame.subject) == [digest]
+        # one plain image: "1 tag", and no empty platforms or error columns
+        assert "team/signed</b>: 1 tag<" in browser.tags_table.value
+        assert "<th>platforms</th>" not in browser.tags_table.value
+        assert "<th>error</th>" not in browser.tags_table.value
         assert "Attachments" in browser.details.value
         assert "application/spdx+json" in browser.details.value
         assert attached["digest"][:19] in browser.details.value

@@ -9,7 +9,9 @@ code under test.
 from __future__ import annotations
 
 import os
+import re
 
+import pandas as pd
 import pytest
 from faultproxy import FaultProxy
 from helpers import RegistryService, seed_image, skopeo_digest
@@ -17,6 +19,7 @@ from helpers import RegistryService, seed_image, skopeo_digest
 from registry_nb import ContainerRegistry, RegistryCredentials
 from registry_nb.errors import NotFoundError, RegistryError
 from registry_nb.widgets import SyncForm
+from registry_nb.widgets.sync import sync_table_html
 
 pytestmark = pytest.mark.usefixtures("empty_docker_config")
 
@@ -60,6 +63,9 @@ def test_preview_then_start_copies_the_tags_with_the_sources_digests(
         assert "Preview: 2 of 2 to copy" in form.status.value
         assert "Nothing was written" in form.status.value
         assert form.state == "success" and form.progress.value == 100
+        # a dry run copies nothing: the line under the bar says what it found
+        assert form.transfer.value == "dry run · 2 to copy · 0 present"
+        assert "the registry copied into" in form.username.placeholder
         with pytest.raises(NotFoundError):
             reg.client.tags(unique_repo)
         # Start: the tags arrive with the source's digests, the bar at 100 %
@@ -135,12 +141,38 @@ def test_a_tag_that_fails_is_a_row_with_its_error_and_start_again_finishes(
         assert "a second run copies only what is left" in form.status.value
         table = rows_in_table(form)[-1]
         assert table.count('data-status="failed"') == 1 and "NotFoundError" in table
+        # the error on a row of its own under the failed tag, the table's whole width
+        assert re.search(r'data-status="failed">.*?</tr><tr class="registry-nb-sync-error">'
+                         r'<td class="error" colspan="6">[^<]*NotFoundError', table)
+        assert "<th>error</th>" not in table
         form.source.value = open_registry.host
         form.run_button.click()
         second = form.wait(120)
         assert (second["copied"], second["present"], second["failed"]) == (1, 2, 0)
         assert skopeo_digest(basic_registry.ref(unique_repo, "v2"),
                              basic_registry.creds) == source_repo["v2"]
+
+
+def test_no_matching_tag_says_so_and_digest_tags_are_shortened(
+    open_registry: RegistryService, basic_registry: RegistryService, unique_repo: str,
+    source_repo: dict[str, str],
+) -> None:
+    with destination(basic_registry) as reg:
+        form = SyncForm(reg, source=open_registry.host, repositories=unique_repo,
+                        tags="^nomatch$")
+        form.preview_button.click()
+        assert form.wait(60)["missing"] == 0
+        assert f"No tags matched in {open_registry.host}: nothing to copy." in \
+            form.status.value
+        assert "Check the repository names and the tag patterns" in form.status.value
+        assert "0 of 0" not in form.status.value
+    fallback = "sha256-" + "ab" * 32
+    frame = pd.DataFrame([{"repository": unique_repo, "tag": fallback, "kind": "fallback",
+                           "status": "copied", "digest": "sha256:" + "cd" * 32,
+                           "bytes": 10, "error": None}])
+    table = sync_table_html(frame)
+    assert f'<td title="{fallback}">sha256-abababababab…</td>' in table
+    assert "<th>error</th>" not in table and 'class="error"' not in table
 
 
 def test_cancel_stops_the_sync(open_registry: RegistryService, basic_registry: RegistryService,

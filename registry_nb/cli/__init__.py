@@ -23,7 +23,8 @@ from .common import PROG, Interrupted, report_error
 __all__ = ["main", "COMMAND_MODULES", "build_parser"]
 
 #: Modules of commands, in help order.
-COMMAND_MODULES = ["listing", "inspecting", "transfer", "remove", "auditing", "login", "lab"]
+COMMAND_MODULES = ["listing", "inspecting", "transfer", "mirror", "remove", "auditing", "login",
+                   "lab"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -75,6 +75,12 @@ def add_registry_flags(parser: argparse.ArgumentParser) -> None:
                        help="PEM file of CAs to trust for the registry")
 
 
+def add_platforms(parser: argparse.ArgumentParser) -> None:
+    """``--platform OS/ARCH``, repeatable: only these platforms of an index."""
+    parser.add_argument("--platform", action="append", metavar="OS/ARCH",
+                        help="only this platform of an index (repeat for several)")
+
+
 def add_json(parser: argparse.ArgumentParser) -> None:
     """``--json``: print one JSON document with stable keys instead of text."""
     parser.add_argument("--json", action="store_true",
@@ -127,14 +133,23 @@ def ask_password(prompt: str) -> str:
 # ------------------------------------------------------------------ output
 
 
+#: A digest tag (referrers fallback ``sha256-<hex>``, cosign ``sha256-<hex>.sig``).
+_DIGEST_TAG = re.compile(r"^(sha256-[0-9a-f]{12})[0-9a-f]{52}")
+
+
 def _short_digest(value: object) -> object:
     if isinstance(value, str) and value.startswith("sha256:"):
         return value[:19]
     return value
 
 
+def _short_tag(value: object) -> object:
+    return _DIGEST_TAG.sub(r"\1…", value) if isinstance(value, str) else value
+
+
 def table(frame: pd.DataFrame, columns: list[str]) -> str:
-    """A frame's chosen columns as plain text (times to the minute, digests shortened)."""
+    """A frame's chosen columns as plain text: times to the minute, digests and digest
+    tags shortened, text left-aligned and never cut, "-" where a value is missing."""
     if frame.empty:
         return "(nothing)"
     shown = frame[[c for c in columns if c in frame.columns]].copy()
@@ -143,7 +158,16 @@ def table(frame: pd.DataFrame, columns: list[str]) -> str:
             shown[name] = shown[name].dt.strftime("%Y-%m-%d %H:%M")
         elif name in ("digest", "image_id"):
             shown[name] = shown[name].map(_short_digest)
-    return shown.to_string(index=False, na_rep="-")
+        elif name == "tag":
+            shown[name] = shown[name].map(_short_tag)
+    shown = shown.astype(object).where(shown.notna(), "-")
+    formatters = {}
+    for name in shown.columns:
+        if frame[name].dtype.kind not in "iufcb":  # text: left-aligned
+            width = max(len(name), *(len(str(v)) for v in shown[name]))
+            formatters[name] = f"{{:<{width}}}".format
+    return "\n".join(line.rstrip() for line in shown.to_string(
+        index=False, formatters=formatters, justify="left").splitlines())
 
 
 def _jsonable(value: Any) -> Any:
@@ -271,6 +295,8 @@ _FLAG_WORDS = [
     (re.compile(r"platforms?="), "--platform"),
     (re.compile(r"limit="), "--limit"),
     (re.compile(r"list_images"), "`registry-nb images`"),
+    (re.compile(r"force=True"), "--force"),
+    (re.compile(r"\(registry_images_frame\)"), "(`registry-nb ls REGISTRY REPO`)"),
 ]
 #: What still looks like Python after the translation: such a hint is not shown.
 _PYTHON = re.compile(r"\w\(|\w=|Engine\.|\bpass\s+\w+=")

@@ -11,6 +11,7 @@ from typing import Any
 from .common import (
     CliError,
     add_json,
+    add_platforms,
     add_registry_flags,
     emit,
     human_bytes,
@@ -103,11 +104,6 @@ def _cmd_push(args: argparse.Namespace) -> int:
     return _engine_result(args, result, f"{result.get('image')} {result.get('digest')}")
 
 
-def _platforms(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--platform", action="append", metavar="OS/ARCH",
-                        help="only this platform of an index (repeat for several)")
-
-
 def register(commands: Any) -> None:
     """Add ``cp``, ``save``, ``load``, ``tag``, ``pull`` and ``push``."""
     cp = commands.add_parser(
@@ -119,7 +115,7 @@ def register(commands: Any) -> None:
                     "come from the docker config (registry-nb login).")
     cp.add_argument("source", metavar="SRC", help="host/repo:tag or host/repo@sha256:…")
     cp.add_argument("destination", metavar="DST", help="host/repo[:tag]")
-    _platforms(cp)
+    add_platforms(cp)
     add_registry_flags(cp)
     add_json(cp)
     cp.set_defaults(func=_cmd_cp)
@@ -129,7 +125,7 @@ def register(commands: Any) -> None:
                                            "(created if needed; skopeo reads oci:DIR:TAG).")
     save.add_argument("image", help="host/repo:tag")
     save.add_argument("directory", metavar="DIR")
-    _platforms(save)
+    add_platforms(save)
     add_registry_flags(save)
     add_json(save)
     save.set_defaults(func=_cmd_save)
@@ -141,7 +137,7 @@ def register(commands: Any) -> None:
     load.add_argument("image", help="host/repo:tag to push as")
     load.add_argument("--source-tag", help="the image in the layout or tarball (default: "
                                            "IMAGE's tag, else the only one)")
-    _platforms(load)
+    add_platforms(load)
     add_registry_flags(load)
     add_json(load)
     load.set_defaults(func=_cmd_load)

@@ -377,8 +377,10 @@ def sync_repositories(
     if cancel is not None and cancel.is_set():
         stream.final(ProgressEvent(phase="cancelled", message=summary))
     elif failed:
-        stream.final(ProgressEvent(phase="failed", message=summary + "; run it again to "
-                                   "copy what is left"))
+        stream.final(ProgressEvent(
+            phase="failed", message=f"Sync from {source.host} not finished: {failed} of "
+            f"{len(rows)} tags failed, {copied} copied, {present} present; run it again to "
+            "copy what is left"))
     else:
         stream.final(ProgressEvent(phase="done", message=summary, status="done"))
     return rows

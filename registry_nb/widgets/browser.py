@@ -30,6 +30,7 @@ import ipywidgets as widgets
 import pandas as pd
 from IPython.display import Image
 
+from ..charts import counted
 from ..errors import RegistryError
 from ..oci import ImageConfig, Index
 from ..registry import ContainerRegistry
@@ -119,6 +120,9 @@ def _table_html(frame: pd.DataFrame) -> str:
         view["platforms"] = view["platforms"].map(
             lambda p: ", ".join(map(str, p)) if isinstance(p, (list, tuple)) else "")
     view = view.fillna("")
+    # a column with nothing in it (no index among the tags, no error) is not shown
+    view = view[[c for c in view.columns if c not in ("platforms", "error")
+                 or (view[c].astype(str) != "").any()]]
     return _TABLE_STYLE + view.to_html(index=False, escape=True, border=0,
                                        classes="registry-nb-tags")
 
@@ -361,8 +365,8 @@ class RegistryBrowser(widgets.VBox):
                 self.tags.value = None
             finally:
                 self._quiet = False
-            self.tags_table.value = (f"<b>{html.escape(repository)}</b>: {len(tags)} tag(s)"
-                                     + _table_html(frame))
+            self.tags_table.value = (f"<b>{html.escape(repository)}</b>: "
+                                     f"{counted(len(tags), 'tag')}" + _table_html(frame))
 
     # ------------------------------------------------------------ one tag
 

@@ -32,9 +32,20 @@ log = logging.getLogger(__name__)
 #: The tabs, in order: their title and the ImageDiff attribute each shows.
 DIFF_TABS = (("Summary", "summary"), ("Layers", "layers"), ("Files", "files"),
              ("Packages", "packages"), ("Config", "config"))
+#: Headers stay on one line; values wrap at spaces, and the first column (a path, a
+#: field name) anywhere, so the table fits the tab instead of being cut at its right edge.
 _TABLE_STYLE = ("<style>.registry-nb-diff-table th, .registry-nb-diff-table td "
-                "{padding: 2px 12px 2px 0; text-align: left !important; white-space: nowrap}"
+                "{padding: 2px 12px 2px 0; text-align: left !important; vertical-align: top;"
+                " line-height: 1.4}"
+                ".registry-nb-diff-table th {white-space: nowrap}"
+                ".registry-nb-diff-table td:first-child {overflow-wrap: anywhere}"
                 "</style>")
+#: Column headers as a person reads them (the frames keep their snake_case names).
+_HEADERS = {"size_bytes": "size", "size_bytes_a": "size A", "size_bytes_b": "size B",
+            "size_change_bytes": "change", "mode_a": "mode A", "mode_b": "mode B",
+            "version_a": "version A", "version_b": "version B", "index_a": "index in A",
+            "index_b": "index in B", "in_shared_base": "in shared base", "diff_id": "diff ID",
+            "other": "other side", "a": "A", "b": "B"}
 
 
 def diff_summary_html(summary: dict[str, Any]) -> str:
@@ -59,21 +70,44 @@ def diff_summary_html(summary: dict[str, Any]) -> str:
             + kv_table(shown))
 
 
+def _signed_bytes(n: Any) -> str:
+    """A size change: ``+8.19 kB``, ``−25 B``, ``0 B``; empty when unknown."""
+    if n is None or pd.isna(n):
+        return ""
+    n = int(n)
+    return _unbroken(("+" if n > 0 else "−" if n < 0 else "") + human_bytes(abs(n)))
+
+
+def _unbroken(size: str) -> str:
+    """``12.3 kB`` that never wraps between the number and its unit."""
+    return size.replace(" ", "\u00a0")
+
+
 def _frame_html(frame: pd.DataFrame, what: str, max_rows: int) -> str:
     if frame.empty:
         return f"<i>no {what} differ</i>"
-    view = frame.head(max_rows).copy()
+    view = frame.head(max_rows).astype(object)
     for column in view.columns:
-        if column.startswith("size") and "bytes" in column:
+        if column == "size_change_bytes":
+            view[column] = view[column].map(_signed_bytes)
+        elif column.startswith("size") and "bytes" in column:
             view[column] = view[column].map(
-                lambda n: human_bytes(int(n)) if pd.notna(n) else "")
+                lambda n: _unbroken(human_bytes(int(n))) if pd.notna(n) else "")
         elif column in ("digest", "diff_id"):
             view[column] = view[column].map(
                 lambda d: d[:19] + "…" if isinstance(d, str) else "")
+        elif column == "other":  # the other side's file is in the shared base, not read
+            view[column] = view[column].map(
+                lambda o: "shared base, not read" if isinstance(o, str) and o == "base" else o)
+    view = view.where(view.notna(), "")  # nothing shown where a side has no value
+    view = view.rename(columns=_HEADERS)
     counts = ""
     if "status" in frame.columns:
         counts = ", ".join(f"{n} {status}" for status, n in
                            frame["status"].value_counts().sort_index().items())
+    elif "changed" in frame.columns:  # the config: every field, and how many differ
+        what = "config fields"
+        counts = f"{int(frame['changed'].sum())} changed"
     more = (f"<div><i>first {max_rows} of {len(frame)} rows; the view's .diff has all"
             "</i></div>" if len(frame) > max_rows else "")
     head = f"<div><b>{len(frame)} {what}</b>" + (f": {counts}" if counts else "") + "</div>"
@@ -158,6 +192,9 @@ class ImageDiffView(widgets.VBox):
                                           "tag in the browser and press Set as A / B).")
             diff = self.registry.diff_images(a, b)
             png = figure_png(diff_chart(diff))
+            pages = [diff_summary_html(diff.summary)] + [
+                _frame_html(getattr(diff, name), name, self.max_rows)
+                for _, name in DIFF_TABS[1:]]
         except Exception as exc:  # shown as message and hint, never a traceback
             if generation == self._generation:
                 log.debug("comparing %s with %s failed", a, b, exc_info=True)
@@ -169,9 +206,6 @@ class ImageDiffView(widgets.VBox):
             return
         if generation != self._generation:
             return
-        pages = [diff_summary_html(diff.summary)] + [
-            _frame_html(getattr(diff, name), name, self.max_rows)
-            for _, name in DIFF_TABS[1:]]
         self.diff, self.chart_png = diff, png
         with held(self.status, self.tabs, self.tabs.layout, self.chart, *self.tabs.children):
             for page, value in zip(self.tabs.children, pages, strict=True):

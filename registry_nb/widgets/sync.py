@@ -34,8 +34,12 @@ _STATUS_COLORS = {"copied": "#1e8449", "present": "#555", "missing": "#1f618d",
                   "failed": "#c0392b"}
 _TABLE_STYLE = ("<style>.registry-nb-sync-rows th, .registry-nb-sync-rows td "
                 "{padding: 2px 12px 2px 0; text-align: left !important; vertical-align: top}"
-                ".registry-nb-sync-rows td.error {white-space: normal; max-width: 520px}"
+                ".registry-nb-sync-rows td.error {white-space: normal; color: #7b241c; "
+                "padding-left: 1.5em; overflow-wrap: anywhere}"
                 "</style>")
+_COLUMNS = ("repository", "tag", "kind", "status", "digest", "bytes")
+#: A digest tag (fallback ``sha256-<hex>``, cosign ``sha256-<hex>.sig``): shown shortened.
+_DIGEST_TAG = re.compile(r"^(sha256-[0-9a-f]{12})[0-9a-f]{52}")
 
 
 def _words(text: str) -> list[str]:
@@ -43,29 +47,37 @@ def _words(text: str) -> list[str]:
     return [w for w in re.split(r"[\s,]+", text.strip()) if w]
 
 
+def _tag_cell(tag: Any) -> str:
+    if not isinstance(tag, str):
+        return "<td>(by digest)</td>"
+    shown = _DIGEST_TAG.sub(r"\1…", tag)
+    title = f' title="{html.escape(tag)}"' if shown != tag else ""
+    return f"<td{title}>{html.escape(shown)}</td>"
+
+
 def sync_table_html(frame: pd.DataFrame, max_rows: int = MAX_TABLE_ROWS) -> str:
-    """The result table: repository, tag, kind, status (coloured), digest, size, error."""
+    """The result table: repository, tag, kind, status (coloured), digest, size; a failed
+    row's error on a line of its own below it, the table's whole width."""
     if frame.empty:
         return "<i>no tags matched</i>"
     cells = []
     for row in frame.head(max_rows).itertuples():
         color = _STATUS_COLORS.get(row.status, "#555")
-        tag = row.tag if isinstance(row.tag, str) else "(by digest)"
         digest = (f"<code>{html.escape(row.digest[:19])}…</code>"
                   if isinstance(row.digest, str) else "")
         size = human_bytes(int(row.bytes)) if row.bytes else ""
-        error = row.error if isinstance(row.error, str) else ""
         cells.append(
             f"<tr data-status=\"{html.escape(row.status)}\">"
-            f"<td>{html.escape(row.repository)}</td><td>{html.escape(tag)}</td>"
+            f"<td>{html.escape(row.repository)}</td>{_tag_cell(row.tag)}"
             f"<td>{html.escape(row.kind)}</td>"
             f'<td style="color:{color};font-weight:600">{html.escape(row.status)}</td>'
-            f"<td>{digest}</td><td>{size}</td>"
-            f'<td class="error">{html.escape(error)}</td></tr>')
+            f"<td>{digest}</td><td>{size}</td></tr>")
+        if isinstance(row.error, str) and row.error:
+            cells.append(f'<tr class="registry-nb-sync-error"><td class="error" '
+                         f'colspan="{len(_COLUMNS)}">{html.escape(row.error)}</td></tr>')
     more = (f"<div><i>{len(frame) - max_rows} more rows in form.result['rows']</i></div>"
             if len(frame) > max_rows else "")
-    head = "".join(f"<th>{h}</th>" for h in ("repository", "tag", "kind", "status", "digest",
-                                             "bytes", "error"))
+    head = "".join(f"<th>{h}</th>" for h in _COLUMNS)
     return (f'{_TABLE_STYLE}<table class="registry-nb-sync-rows"><thead><tr>{head}</tr>'
             f"</thead><tbody>{''.join(cells)}</tbody></table>{more}")
 
@@ -118,6 +130,8 @@ class SyncForm(OperationForm):
         super().__init__(registry, **options)
         self.run_button.description = "Start"
         self.run_button.tooltip = "Copy what the destination lacks"
+        # the form's credentials are the destination's (the source's: the docker config)
+        self.username.placeholder = "optional; for the registry copied into"
         self.preview_button.on_click(lambda _button: self.preview())
 
     def title(self) -> str:
@@ -198,6 +212,9 @@ class SyncForm(OperationForm):
                 state, "danger")
             if result["status"] == "synced":
                 self.transfer.value = tracker.transfer_text(speed=False)
+            else:  # a dry run copies nothing: say what it found instead of "0 tags copied"
+                self.transfer.value = (f"dry run · {result['missing']} to copy · "
+                                       f"{result['present']} present")
             self.status.value = status_html(state, headline, detail)
             self.result_panel.append_display_data(HTML(sync_table_html(result["rows"])))
 
@@ -209,6 +226,10 @@ def _joined(value: str | list[str], separator: str) -> str:
 def _outcome(result: dict[str, Any], state: str, elapsed: float) -> tuple[str, str]:
     """(headline, detail) of a finished run."""
     total = len(result["rows"])
+    if total == 0:
+        return (f"No tags matched in {result['source']}: nothing to copy.",
+                "Check the repository names and the tag patterns (regular expressions, "
+                "searched in each tag; empty: every tag).")
     if result["status"] == "dry run":
         headline = (f"Preview: {result['missing']} of {total} to copy "
                     f"({human_bytes(result['bytes'])} at most), {result['present']} present"
