@@ -143,7 +143,7 @@ def test_a_tag_that_fails_is_a_row_with_its_error_and_start_again_finishes(
         assert table.count('data-status="failed"') == 1 and "NotFoundError" in table
         # the error on a row of its own under the failed tag, the table's whole width
         assert re.search(r'data-status="failed">.*?</tr><tr class="registry-nb-sync-error">'
-                         r'<td class="error" colspan="6">[^<]*NotFoundError', table)
+                         r'<td class="error" colspan="7">[^<]*NotFoundError', table)
         assert "<th>error</th>" not in table
         form.source.value = open_registry.host
         form.run_button.click()
@@ -173,6 +173,10 @@ def test_no_matching_tag_says_so_and_digest_tags_are_shortened(
     table = sync_table_html(frame)
     assert f'<td title="{fallback}">sha256-abababababab…</td>' in table
     assert "<th>error</th>" not in table and 'class="error"' not in table
+    # blobs mounted from another repository of the destination are counted per row
+    assert "<th>mounted</th>" in table and table.count("<td></td></tr>") == 1
+    mounted = sync_table_html(frame.assign(mounted=2))
+    assert "<td>10 B</td><td>2</td></tr>" in mounted
 
 
 def test_cancel_stops_the_sync(open_registry: RegistryService, basic_registry: RegistryService,

@@ -18,7 +18,7 @@ from .common import (
     transfer,
 )
 
-SYNC_SHOWN = ["repository", "tag", "kind", "status", "digest", "bytes"]
+SYNC_SHOWN = ["repository", "tag", "kind", "status", "digest", "bytes", "mounted"]
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
@@ -38,7 +38,8 @@ def _sync_text(frame: Any, source: str, destination: str, dry_run: bool) -> str:
     if frame.empty:
         return (f"No tags matched in {source}: nothing to copy. Check the repository names "
                 "and the --tag patterns (regular expressions, searched in each tag).")
-    shown = frame.assign(bytes=frame["bytes"].map(lambda n: human_bytes(int(n)) if n else ""))
+    shown = frame.assign(bytes=frame["bytes"].map(lambda n: human_bytes(int(n)) if n else ""),
+                         mounted=frame["mounted"].map(lambda n: str(int(n)) if n else ""))
     lines = [table(shown, SYNC_SHOWN)]
     failed = frame[frame["status"] == "failed"]
     for row in failed.itertuples():

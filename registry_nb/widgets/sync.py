@@ -37,7 +37,7 @@ _TABLE_STYLE = ("<style>.registry-nb-sync-rows th, .registry-nb-sync-rows td "
                 ".registry-nb-sync-rows td.error {white-space: normal; color: #7b241c; "
                 "padding-left: 1.5em; overflow-wrap: anywhere}"
                 "</style>")
-_COLUMNS = ("repository", "tag", "kind", "status", "digest", "bytes")
+_COLUMNS = ("repository", "tag", "kind", "status", "digest", "bytes", "mounted")
 #: A digest tag (fallback ``sha256-<hex>``, cosign ``sha256-<hex>.sig``): shown shortened.
 _DIGEST_TAG = re.compile(r"^(sha256-[0-9a-f]{12})[0-9a-f]{52}")
 
@@ -56,7 +56,8 @@ def _tag_cell(tag: Any) -> str:
 
 
 def sync_table_html(frame: pd.DataFrame, max_rows: int = MAX_TABLE_ROWS) -> str:
-    """The result table: repository, tag, kind, status (coloured), digest, size; a failed
+    """The result table: repository, tag, kind, status (coloured), digest, size, blobs
+    mounted from another repository instead of sent; a failed
     row's error on a line of its own below it, the table's whole width."""
     if frame.empty:
         return "<i>no tags matched</i>"
@@ -66,12 +67,13 @@ def sync_table_html(frame: pd.DataFrame, max_rows: int = MAX_TABLE_ROWS) -> str:
         digest = (f"<code>{html.escape(row.digest[:19])}…</code>"
                   if isinstance(row.digest, str) else "")
         size = human_bytes(int(row.bytes)) if row.bytes else ""
+        mounted = int(getattr(row, "mounted", 0) or 0)
         cells.append(
             f"<tr data-status=\"{html.escape(row.status)}\">"
             f"<td>{html.escape(row.repository)}</td>{_tag_cell(row.tag)}"
             f"<td>{html.escape(row.kind)}</td>"
             f'<td style="color:{color};font-weight:600">{html.escape(row.status)}</td>'
-            f"<td>{digest}</td><td>{size}</td></tr>")
+            f"<td>{digest}</td><td>{size}</td><td>{mounted or ''}</td></tr>")
         if isinstance(row.error, str) and row.error:
             cells.append(f'<tr class="registry-nb-sync-error"><td class="error" '
                          f'colspan="{len(_COLUMNS)}">{html.escape(row.error)}</td></tr>')
