@@ -788,7 +788,10 @@ def test_a_stop_from_progress_abandons_the_patch_between_pieces(
 
     with pytest.raises(OperationCancelled):
         pclient.upload_blob(unique_repo, data, digest, progress=progress)
-    assert [r.method for r in proxy.requests] == ["HEAD", "POST", "PATCH", "DELETE"]
+    methods = [r.method for r in proxy.requests]
+    # the proxy logs an exchange when it ends: the cut PATCH may end after the DELETE
+    assert methods[:2] == ["HEAD", "POST"]
+    assert sorted(methods[2:]) == ["DELETE", "PATCH"]
     assert proxy.matching("PATCH")[0].request_bytes == 128 * KIB  # two pieces, no more
     assert not client.blob_exists(unique_repo, digest)
 
