@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..errors import NotFoundError, RegistryError, RegistryHTTPError
+from ..errors import NotFoundError, RegistryError
 from ..oci import OCI_INDEX, Index, Manifest
 from ..oci.artifacts import (
     COSIGN_TAG,
@@ -49,8 +49,6 @@ ATTACH_ATTEMPTS = 8
 #: Re-reads of a fallback index after it holds our entries, and the pause before each (s).
 SETTLE_CHECKS = 2
 SETTLE_PAUSE = (0.05, 0.15)
-#: Reads of a fallback index that the registry answered with a 5xx.
-READ_ATTEMPTS = 4
 _COSIGN_SUFFIXES = ("sig", "att", "sbom")
 _LOCKS: dict[tuple[str, str, str], threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
@@ -181,21 +179,13 @@ def _fallback_entries(client: RegistryClient, repository: str, tag: str
                       ) -> tuple[bytes | None, set[str]]:
     """(the fallback index's bytes or None, its entries' digests).
 
-    distribution's filesystem driver answers 500 while another writer replaces the tag
-    (seen here with two writing processes), so a 5xx read is tried again after a pause.
-    """
-    for attempt in range(READ_ATTEMPTS):
-        try:
-            index = client.get_manifest(repository, tag)
-        except NotFoundError:
-            return None, set()
-        except RegistryHTTPError as exc:
-            if (exc.status or 0) < 500 or attempt == READ_ATTEMPTS - 1:
-                raise
-            time.sleep(random.uniform(*SETTLE_PAUSE))
-            continue
-        return index.raw, {d.digest for d in parse_referrers_index(index.raw)}
-    raise AssertionError("unreachable")  # pragma: no cover
+    distribution's filesystem driver answers 500 while another writer replaces the tag;
+    the transport sends such a read again (remote.retry)."""
+    try:
+        index = client.get_manifest(repository, tag)
+    except NotFoundError:
+        return None, set()
+    return index.raw, {d.digest for d in parse_referrers_index(index.raw)}
 
 
 def attach(client: RegistryClient, repository: str, manifest: Manifest | Index,
